@@ -1,0 +1,109 @@
+import Glibc
+
+/// The container's cgroup v2 directory: placement, freeze state and kill. Resource
+/// limits come with the full cgroup manager; until then `linux.resources` is refused.
+struct Cgroup {
+    /// Where the cgroup2 hierarchy is mounted: /sys/fs/cgroup on a pure v2 host,
+    /// /sys/fs/cgroup/unified on a hybrid one. Read from mountinfo, never guessed.
+    static func mountPoint(mountinfo: String? = FS.readString("/proc/self/mountinfo")) -> String? {
+        guard let mountinfo else { return nil }
+        for line in mountinfo.split(separator: "\n") {
+            // ... mountpoint ... - fstype source options
+            guard let dash = line.firstRange(of: " - ") else { continue }
+            let post = line[dash.upperBound...].split(separator: " ")
+            guard post.first == "cgroup2" else { continue }
+            let pre = line[..<dash.lowerBound].split(separator: " ")
+            if pre.count > 4 { return unescapeMountinfo(String(pre[4])) }
+        }
+        return nil
+    }
+
+    static func unescapeMountinfo(_ s: String) -> String {
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == 0x5c, i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v); i += 4
+            } else { out.append(b[i]); i += 1 }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// runc's reading of linux.cgroupsPath for cgroupfs: absolute or relative, both under the
+    /// cgroup2 root; empty means a default derived from the id.
+    static func path(for cgroupsPath: String?, id: String, mount: String) throws(BerthError) -> String {
+        let rel = (cgroupsPath ?? "").isEmpty ? "/berth/\(id)" : cgroupsPath!
+        if rel.contains(":") {
+            throw BerthError("config.json: linux.cgroupsPath: \"\(rel)\" looks like a systemd slice:prefix:name; berth manages cgroupfs paths only")
+        }
+        let cleaned = Paths.clean("/" + rel)
+        if cleaned == "/" { throw BerthError("config.json: linux.cgroupsPath: must not be the cgroup root") }
+        return mount + cleaned
+    }
+
+    /// Creates the directory and missing parents below `mount`. Returns the directories
+    /// Berth made, deepest last, so delete removes exactly those.
+    static func create(_ dir: String, mount: String) throws(BerthError) -> [String] {
+        if FS.isDirectory(dir) {
+            let procs = FS.readString(dir + "/cgroup.procs") ?? ""
+            if !procs.isEmpty { throw BerthError("cgroup \(dir) already has processes") }
+            return []
+        }
+        var made: [String] = []
+        var cur = mount
+        for comp in dir.dropFirst(mount.count).split(separator: "/") {
+            cur += "/" + comp
+            if mkdir(cur, 0o755) == 0 { made.append(cur) }
+            else if errno != EEXIST {
+                let e = errno
+                for d in made.reversed() { rmdir(d) }
+                throw .sys("create cgroup \(cur)", e)
+            }
+        }
+        return made
+    }
+
+    static func place(pid: Int32, in dir: String) throws(BerthError) {
+        let fd = open(dir + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw .sys("open \(dir)/cgroup.procs") }
+        defer { close(fd) }
+        if !FS.writeAll(fd, Array(String(pid).utf8)) { throw .sys("add pid \(pid) to \(dir)") }
+    }
+
+    static func pids(_ dir: String) -> [Int32] {
+        (FS.readString(dir + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    /// Signals every process in the cgroup. SIGKILL goes through cgroup.kill where the
+    /// kernel has it (5.14+): atomic, and it reaches processes forked meanwhile.
+    static func signalAll(_ dir: String, signal sig: Int32) -> Bool {
+        if sig == SIGKILL {
+            let fd = open(dir + "/cgroup.kill", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                let ok = FS.writeAll(fd, [0x31])
+                close(fd)
+                if ok { return true }
+            }
+        }
+        var any = false
+        for p in pids(dir) where kill(p, sig) == 0 { any = true }
+        return any
+    }
+
+    /// Removes the directory once it is empty; kills what is left first. Waits up to ~2 s
+    /// for exiting processes to leave.
+    static func destroy(_ dir: String, made: [String]) {
+        if FS.isDirectory(dir) && made.contains(dir) {
+            for attempt in 0..<200 {
+                if rmdir(dir) == 0 || errno == ENOENT { break }
+                if errno != EBUSY { break }
+                if attempt % 20 == 0 { _ = signalAll(dir, signal: SIGKILL) }
+                usleep(10_000)
+            }
+        }
+        // Parents Berth made (e.g. the default /berth) go too once nothing else uses them.
+        for d in made.reversed() where d != dir { rmdir(d) }
+    }
+}

@@ -1,0 +1,86 @@
+import BerthSpec
+import Glibc
+
+/// `berth spec`: a working config like runc's, limited to what Berth implements today
+/// (fields it would refuse are left out rather than written and then rejected).
+public enum DefaultSpec {
+    public static func render(rootless: Bool) -> String {
+        let s: (String) -> JSON = { .string($0) }
+        func strings(_ a: [String]) -> JSON { .array(a.map(s)) }
+        func mount(_ dest: String, _ type: String, _ src: String, _ opts: [String]) -> JSON {
+            var f: [(String, JSON)] = [("destination", s(dest)), ("type", s(type)), ("source", s(src))]
+            if !opts.isEmpty { f.append(("options", strings(opts))) }
+            return .object(f)
+        }
+        var mounts: [JSON] = [
+            mount("/proc", "proc", "proc", []),
+            mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            mount("/dev/pts", "devpts", "devpts",
+                  rootless ? ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+                           : ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+            mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+            mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        ]
+        if rootless {
+            mounts.append(mount("/sys", "none", "/sys", ["rbind", "nosuid", "noexec", "nodev", "ro"]))
+        } else {
+            mounts.append(mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]))
+            mounts.append(mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]))
+        }
+        var namespaces: [JSON] = ["pid", "ipc", "uts", "mount", "cgroup"].map { .object([("type", s($0))]) }
+        var linux: [(String, JSON)] = []
+        if rootless {
+            namespaces.append(.object([("type", s("user"))]))
+            let uid = Int64(geteuid()), gid = Int64(getegid())
+            linux.append(("uidMappings", .array([.object([("containerID", .int(0)), ("hostID", .int(uid)), ("size", .int(1))])])))
+            linux.append(("gidMappings", .array([.object([("containerID", .int(0)), ("hostID", .int(gid)), ("size", .int(1))])])))
+        } else {
+            namespaces.insert(.object([("type", s("network"))]), at: 1)
+        }
+        linux.append(("namespaces", .array(namespaces)))
+
+        let config: JSON = .object([
+            ("ociVersion", s(ociSpecVersion)),
+            ("process", .object([
+                ("terminal", .bool(false)),
+                ("user", .object([("uid", .int(0)), ("gid", .int(0))])),
+                ("args", strings(["sh"])),
+                ("env", strings(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"])),
+                ("cwd", s("/")),
+            ])),
+            ("root", .object([("path", s("rootfs")), ("readonly", .bool(true))])),
+            ("hostname", s("berth")),
+            ("mounts", .array(mounts)),
+            ("linux", .object(linux)),
+        ])
+        return config.render(indent: "\t") + "\n"
+    }
+}
+
+/// `berth features`: the runtime-spec features.md document, listing only what works.
+public enum Features {
+    public static func render() -> String {
+        let s: (String) -> JSON = { .string($0) }
+        let opts = (Array(MountTable.flags.keys) + Array(MountTable.propagation.keys) + Array(MountTable.recursive.keys)).sorted()
+        let doc: JSON = .object([
+            ("ociVersionMin", s("1.0.0")),
+            ("ociVersionMax", s(ociSpecVersion)),
+            ("hooks", .array([])),
+            ("mountOptions", .array(opts.map(s))),
+            ("linux", .object([
+                ("namespaces", .array(NamespaceKind.allCases.map { s($0.rawValue) })),
+                ("cgroup", .object([("v1", .bool(false)), ("v2", .bool(true)), ("systemd", .bool(false)),
+                                    ("systemdUser", .bool(false)), ("rdma", .bool(false))])),
+                ("seccomp", .object([("enabled", .bool(false))])),
+                ("apparmor", .object([("enabled", .bool(false))])),
+                ("selinux", .object([("enabled", .bool(false))])),
+                ("intelRdt", .object([("enabled", .bool(false))])),
+                ("mountExtensions", .object([("idmap", .object([("enabled", .bool(false))]))])),
+            ])),
+            ("annotations", .object([("org.opencontainers.runtime-spec.features.berth.version", s(berthVersion))])),
+        ])
+        return doc.render(indent: "    ") + "\n"
+    }
+}
+
+public let berthVersion = "0.1.0"

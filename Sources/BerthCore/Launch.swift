@@ -1,0 +1,225 @@
+import BerthSpec
+import CBerth
+import Glibc
+
+/// Spawns init from a plan and runs the parent's side of the handshake: cgroup placement,
+/// id maps, and the child's reports until init waits before execve.
+struct Launcher {
+    var plan: ContainerPlan
+    var stateDir: String
+    var cgroupDir: String?
+
+    struct Launched {
+        var initPid: Int32
+        var sync: Int32       // parent's end; `commit` finishes the handshake
+    }
+
+    /// Moves fd above the range the container receives, close-on-exec.
+    private func lift(_ fd: Int32) throws(BerthError) -> Int32 {
+        let floor = Int32(3 + plan.preserveFds)
+        if fd >= floor { return fd }
+        let n = fcntl(fd, F_DUPFD_CLOEXEC, floor)
+        if n < 0 { throw .sys("dup fd") }
+        close(fd)
+        return n
+    }
+
+    func launch() throws(BerthError) -> Launched {
+        var owned: [Int32] = []
+        defer { for fd in owned { close(fd) } }
+
+        var pair: [Int32] = [-1, -1]
+        let r = pair.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
+        if r < 0 { throw .sys("socketpair", -r) }
+        let parentEnd = try lift(pair[0])
+        let childEnd = try lift(pair[1])
+        owned.append(childEnd)
+
+        // The exec fifo: init holds it read-write and blocks reading it; `start` writes one
+        // byte. Opened here so init never needs a path into the state directory.
+        let fifo = stateDir + "/exec.fifo"
+        if mkfifo(fifo, 0o600) != 0 { close(parentEnd); throw .sys("mkfifo \(fifo)") }
+        var fd = open(fifo, O_RDWR | O_CLOEXEC)
+        if fd < 0 { close(parentEnd); throw .sys("open \(fifo)") }
+        let fifoFd = try lift(fd)
+        owned.append(fifoFd)
+
+        var cgroupFd: Int32 = -1
+        if let cg = cgroupDir {
+            fd = open(cg, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd < 0 { close(parentEnd); throw .sys("open cgroup \(cg)") }
+            cgroupFd = try lift(fd)
+            owned.append(cgroupFd)
+        }
+        var joinFds: [Int32] = []
+        for j in plan.joins {
+            fd = open(j.path, O_RDONLY | O_CLOEXEC)
+            if fd < 0 {
+                let e = errno
+                close(parentEnd)
+                throw BerthError(SpecError("linux.namespaces[\(j.index)].path", "\(j.path): \(errnoWords(e))").description)
+            }
+            let l = try lift(fd)
+            owned.append(l)
+            joinFds.append(l)
+        }
+
+        let cplan = CPlan(plan, syncFd: childEnd, parentSyncFd: parentEnd, fifoFd: fifoFd,
+                          cgroupFd: cgroupFd, joinFds: joinFds)
+        var inCgroup: Int32 = 0
+        let child = withExtendedLifetime(cplan) { cb_spawn(&cplan.raw, &inCgroup) }
+        if child < 0 { close(parentEnd); throw .sys("clone", -child) }
+
+        var initPid: Int32 = plan.stageMode ? 0 : child
+        func abort(_ err: BerthError) -> BerthError {
+            kill(child, SIGKILL)
+            if initPid > 0 { kill(initPid, SIGKILL) }
+            reap(child)
+            if initPid > 0 && initPid != child { reap(initPid) }
+            close(parentEnd)
+            return err
+        }
+
+        do {
+            if let cg = cgroupDir, inCgroup == 0 { try Cgroup.place(pid: child, in: cg) }
+            if !plan.stageMode && plan.newNamespaces.contains(.user) { try writeMaps(child) }
+        } catch { throw abort(error) }
+        if !sendGo(parentEnd) { throw abort(childDied(child, parentEnd)) }
+
+        var ready = false
+        while !ready || initPid == 0 {
+            guard let rep = readReport(parentEnd) else {
+                if plan.stageMode && initPid == 0 { reap(child) }
+                throw abort(childDied(initPid > 0 ? initPid : child, parentEnd))
+            }
+            switch rep.stage {
+            case BERTH_MSG_READY.rawValue: ready = true
+            case BERTH_MSG_NEED_MAPS.rawValue:
+                do { try writeMaps(child) } catch { throw abort(error) }
+                if !sendGo(parentEnd) { throw abort(childDied(child, parentEnd)) }
+            case BERTH_MSG_INIT_PID.rawValue:
+                initPid = rep.value
+                reap(child)
+            default:
+                let err = BerthError("unable to start container process: " + describe(rep))
+                if plan.stageMode && initPid == 0 {
+                    // init may have failed before stage 1 told us its pid: wait for it.
+                    if cb_poll_readable(parentEnd, 1000) == 1, let more = readReport(parentEnd),
+                       more.stage == BERTH_MSG_INIT_PID.rawValue {
+                        initPid = more.value
+                    }
+                }
+                throw abort(err)
+            }
+        }
+        return Launched(initPid: initPid, sync: parentEnd)
+    }
+
+    /// Releases init from its parent-death signal once the container is recorded, and
+    /// waits for its acknowledgement (after which `create` may exit).
+    static func commit(_ l: Launched) throws(BerthError) {
+        defer { close(l.sync) }
+        guard sendGo(l.sync), let rep = readReport(l.sync), rep.stage == BERTH_MSG_ACK.rawValue else {
+            throw BerthError("container init exited unexpectedly")
+        }
+    }
+
+    private func writeMaps(_ pid: Int32) throws(BerthError) {
+        func render(_ maps: [IDMapping]) -> [UInt8] {
+            Array(maps.map { "\($0.containerID) \($0.hostID) \($0.size)\n" }.joined().utf8)
+        }
+        for (file, maps) in [("uid_map", plan.uidMappings), ("gid_map", plan.gidMappings)] {
+            let path = "/proc/\(pid)/\(file)"
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            if fd < 0 { throw .sys("open \(path)") }
+            let ok = FS.writeAll(fd, render(maps))
+            let e = errno
+            close(fd)
+            if !ok { throw .sys("write linux.\(file == "uid_map" ? "uidMappings" : "gidMappings") to \(path)", e) }
+        }
+    }
+
+    private func childDied(_ pid: Int32, _ sync: Int32) -> BerthError {
+        BerthError("container init exited unexpectedly before it was set up")
+    }
+
+    static func sendGo(_ fd: Int32) -> Bool {
+        var c: UInt8 = 0x67
+        return retrying { write(fd, &c, 1) } == 1
+    }
+
+    static func readReport(_ fd: Int32) -> berth_report? {
+        var rep = berth_report()
+        let n = retrying { read(fd, &rep, MemoryLayout<berth_report>.size) }
+        return n == MemoryLayout<berth_report>.size ? rep : nil
+    }
+    private func sendGo(_ fd: Int32) -> Bool { Launcher.sendGo(fd) }
+    private func readReport(_ fd: Int32) -> berth_report? { Launcher.readReport(fd) }
+
+    /// A child failure record in words: the step, the object, the errno.
+    func describe(_ r: berth_report) -> String {
+        let why = errnoWords(r.err)
+        let i = Int(r.index)
+        func mount(_ i: Int) -> String {
+            guard let m = plan.mounts.first(where: { $0.index == i }) else { return "mounts[\(i)]" }
+            let what = m.bind != 0 ? (m.source ?? "") : (m.fstype ?? "")
+            return "\(what) on /\(m.dest) (mounts[\(i)])"
+        }
+        switch berth_stage(rawValue: UInt32(bitPattern: r.stage)) {
+        case BERTH_STAGE_SETNS:
+            let j = plan.joins.first { $0.index == i }
+            return "join \(j?.kind.rawValue ?? "") namespace \(j?.path ?? "") (linux.namespaces[\(i)]): \(why)"
+        case BERTH_STAGE_UNSHARE: return "create namespaces: \(why)"
+        case BERTH_STAGE_TIMENS: return "set linux.timeOffsets: \(why)"
+        case BERTH_STAGE_FORK_INIT: return "fork init: \(why)"
+        case BERTH_STAGE_SETID_ROOT: return "become root in the user namespace (is uid/gid 0 mapped?): \(why)"
+        case BERTH_STAGE_CGROUPNS: return "create cgroup namespace: \(why)"
+        case BERTH_STAGE_HOSTNAME: return "set hostname \"\(plan.hostname ?? "")\": \(why)"
+        case BERTH_STAGE_DOMAINNAME: return "set domainname \"\(plan.domainname ?? "")\": \(why)"
+        case BERTH_STAGE_ROOT_PROPAGATION: return "make / slave in the container's mount namespace: \(why)"
+        case BERTH_STAGE_ROOTFS_BIND: return "bind rootfs \(plan.rootfs) onto itself: \(why)"
+        case BERTH_STAGE_ROOTFS_OPEN: return "open rootfs \(plan.rootfs): \(why)"
+        case BERTH_STAGE_MOUNT_DEST: return "create mount destination for \(mount(i)) inside the rootfs: \(why)"
+        case BERTH_STAGE_MOUNT: return "mount \(mount(i)): \(why)"
+        case BERTH_STAGE_MOUNT_REMOUNT: return "remount \(mount(i)) with its flags: \(why)"
+        case BERTH_STAGE_MOUNT_PROPAGATION: return "set propagation of \(mount(i)): \(why)"
+        case BERTH_STAGE_MOUNT_SETATTR: return "set recursive attributes of \(mount(i)): \(why)"
+        case BERTH_STAGE_PROC_CHECK: return "\(mount(i)): the mount is not procfs: \(why)"
+        case BERTH_STAGE_DEVICE:
+            let d = i >= 0 && i < plan.devices.count ? plan.devices[i] : nil
+            let ref = d.map { $0.index >= 0 ? " (linux.devices[\($0.index)])" : "" } ?? ""
+            return "create device /\(d?.dest ?? "?")\(ref): \(why)"
+        case BERTH_STAGE_SYMLINK:
+            let s = i >= 0 && i < plan.symlinks.count ? plan.symlinks[i] : nil
+            return "create symlink /\(s?.dest ?? "?") -> \(s?.target ?? "?"): \(why)"
+        case BERTH_STAGE_PIVOT: return "\(plan.noPivot ? "move mount and chroot" : "pivot_root") into \(plan.rootfs): \(why)"
+        case BERTH_STAGE_ROOT_READONLY: return "remount root read-only (root.readonly): \(why)"
+        case BERTH_STAGE_ROOT_SHARED: return "set root propagation (linux.rootfsPropagation): \(why)"
+        case BERTH_STAGE_CHDIR: return "chdir to process.cwd \(plan.cwd): \(why)"
+        case BERTH_STAGE_CWD_OUTSIDE: return "process.cwd \(plan.cwd) is outside the container: \(why)"
+        case BERTH_STAGE_SETGROUPS: return "setgroups (process.user.additionalGids): \(why)"
+        case BERTH_STAGE_SETGID: return "setgid \(plan.gid) (process.user.gid): \(why)"
+        case BERTH_STAGE_SETUID: return "setuid \(plan.uid) (process.user.uid): \(why)"
+        case BERTH_STAGE_KEYRING: return "join a new session keyring: \(why)"
+        case BERTH_STAGE_LOOKUP:
+            let a = plan.args[0]
+            if r.err == ENOENT && !a.contains("/") {
+                return "exec: \"\(a)\": executable file not found in $PATH"
+            }
+            if r.err == ENOENT { return "exec: \"\(a)\": stat \(a): no such file or directory" }
+            return "exec: \"\(a)\": \(why)"
+        case BERTH_STAGE_PRESERVE_FDS: return "pass fd \(i) (--preserve-fds): \(why)"
+        case BERTH_STAGE_CLOSE_FDS: return "close fds: \(why)"
+        case BERTH_STAGE_SYNC: return "sync with parent: \(why)"
+        default: return "step \(r.stage): \(why)"
+        }
+    }
+}
+
+/// Waits for a child of ours to end; returns its wait status or nil.
+@discardableResult
+func reap(_ pid: Int32) -> Int32? {
+    var st: Int32 = 0
+    let r = retrying { waitpid(pid, &st, 0) }
+    return r == pid ? st : nil
+}

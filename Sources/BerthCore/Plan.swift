@@ -1,0 +1,288 @@
+import BerthSpec
+import CBerth
+import Glibc
+
+struct PlannedDevice: Equatable {
+    var dest: String        // relative to rootfs: "dev/null"
+    var hostPath: String    // the same node on the host, for bind mode
+    var mode: UInt32
+    var major: UInt32
+    var minor: UInt32
+    var uid: UInt32
+    var gid: UInt32
+    var bind: Bool
+    var index: Int          // config linux.devices index, or -1 for a default device
+}
+
+struct PlannedJoin: Equatable {
+    var kind: NamespaceKind
+    var path: String
+    var index: Int
+}
+
+/// Everything the child needs, decided in Swift before the clone. `CPlan` turns it into
+/// the flat C structs.
+struct ContainerPlan {
+    var rootfs: String
+    var readonly = false
+    var noPivot = false
+    var setupRootfs = true
+    var rootFinalPropagation: UInt = 0
+    var mounts: [PlannedMount] = []
+    var devices: [PlannedDevice] = []
+    var symlinks: [(target: String, dest: String, replace: Bool)] = []
+    var hostname: String?
+    var domainname: String?
+    var newNamespaces: Set<NamespaceKind> = []
+    var joins: [PlannedJoin] = []
+    var uidMappings: [IDMapping] = []
+    var gidMappings: [IDMapping] = []
+    var timeOffsets: String?
+    var cwd = "/"
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+    var groups: [UInt32] = []
+    var umask: Int32 = 0o022
+    var args: [String] = []
+    var env: [String] = []
+    var newKeyring = true
+    var preserveFds = 0
+
+    /// A first child is needed to join namespaces by path or to set time offsets before
+    /// init exists; otherwise one clone3 creates init in all its new namespaces.
+    var stageMode: Bool { !joins.isEmpty || newNamespaces.contains(.time) }
+    var inUserNamespace: Bool { newNamespaces.contains(.user) || joins.contains { $0.kind == .user } }
+    var ownPidNamespace: Bool { newNamespaces.contains(.pid) }
+    var pathEnv: String? {
+        env.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) }
+    }
+
+    static func cloneFlag(_ k: NamespaceKind) -> Int32 {
+        switch k {
+        case .pid: return CB_CLONE_NEWPID
+        case .network: return CB_CLONE_NEWNET
+        case .mount: return CB_CLONE_NEWNS
+        case .ipc: return CB_CLONE_NEWIPC
+        case .uts: return CB_CLONE_NEWUTS
+        case .user: return CB_CLONE_NEWUSER
+        case .cgroup: return CB_CLONE_NEWCGROUP
+        case .time: return CB_CLONE_NEWTIME
+        }
+    }
+
+    /// The default device nodes every container gets (runc's set), unless /dev is bound
+    /// from the host.
+    static let defaultDevices: [(path: String, major: UInt32, minor: UInt32)] = [
+        ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
+        ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
+    ]
+
+    /// Builds the plan from a validated spec. Errors name the config path.
+    static func build(spec: Spec, bundle: String, rootfs: String, noPivot: Bool, noNewKeyring: Bool,
+                      preserveFds: Int) throws(SpecError) -> ContainerPlan {
+        var p = ContainerPlan(rootfs: rootfs)
+        let linux = spec.linux ?? Linux()
+        let process = spec.process!
+        p.readonly = spec.root?.readonly ?? false
+        p.noPivot = noPivot
+        p.newKeyring = !noNewKeyring
+        p.preserveFds = preserveFds
+
+        for (i, ns) in (linux.namespaces ?? []).enumerated() {
+            let kind = NamespaceKind(rawValue: ns.type)!
+            if let path = ns.path, !path.isEmpty {
+                p.joins.append(PlannedJoin(kind: kind, path: path, index: i))
+            } else {
+                p.newNamespaces.insert(kind)
+            }
+        }
+        // In a joined mount namespace the filesystem is that namespace's: nothing to set up.
+        p.setupRootfs = p.newNamespaces.contains(.mount)
+        if !p.setupRootfs && !(spec.mounts ?? []).isEmpty {
+            throw SpecError("mounts", "cannot set up mounts in a joined mount namespace")
+        }
+        p.uidMappings = linux.uidMappings ?? []
+        p.gidMappings = linux.gidMappings ?? []
+        if let t = linux.timeOffsets, !t.isEmpty {
+            p.timeOffsets = t.keys.sorted().map { k in "\(k) \(t[k]!.secs ?? 0) \(t[k]!.nanosecs ?? 0)\n" }.joined()
+        }
+
+        switch linux.rootfsPropagation ?? "" {
+        case "shared", "rshared": p.rootFinalPropagation = CB_MS_SHARED | CB_MS_REC
+        case "private", "rprivate": p.rootFinalPropagation = CB_MS_PRIVATE | CB_MS_REC
+        case "unbindable", "runbindable": p.rootFinalPropagation = CB_MS_UNBINDABLE | CB_MS_REC
+        default: p.rootFinalPropagation = 0 // slave: the state every setup starts from
+        }
+
+        let fs = MountTable.kernelFilesystems()
+        for (i, m) in (spec.mounts ?? []).enumerated() {
+            p.mounts.append(try MountTable.plan(m, index: i, bundle: bundle, filesystems: fs))
+        }
+
+        // /dev: default nodes and links unless the host's /dev is bound in.
+        let devBound = p.mounts.contains { $0.dest == "dev" && $0.bind != 0 }
+        if p.setupRootfs && !devBound {
+            let userns = p.inUserNamespace
+            var seen = Set<String>()
+            for (i, d) in (linux.devices ?? []).enumerated() {
+                let type: UInt32
+                switch d.type {
+                case "b": type = UInt32(S_IFBLK)
+                case "p": type = UInt32(S_IFIFO)
+                default: type = UInt32(S_IFCHR)
+                }
+                let rel = String(Paths.clean(d.path).dropFirst())
+                if userns && d.type != "p" && !FS.exists(d.path) {
+                    throw SpecError("linux.devices[\(i)].path", "\(d.path): inside a user namespace devices are bound from the host, and the host has no such node")
+                }
+                seen.insert(rel)
+                p.devices.append(PlannedDevice(
+                    dest: rel, hostPath: d.path, mode: type | ((d.fileMode ?? 0o666) & 0o7777),
+                    major: UInt32(d.major ?? 0), minor: UInt32(d.minor ?? 0),
+                    uid: d.uid ?? 0, gid: d.gid ?? 0, bind: userns && d.type != "p", index: i))
+            }
+            for d in defaultDevices where !seen.contains(String(d.path.dropFirst())) {
+                p.devices.append(PlannedDevice(
+                    dest: String(d.path.dropFirst()), hostPath: d.path, mode: UInt32(S_IFCHR) | 0o666,
+                    major: d.major, minor: d.minor, uid: 0, gid: 0, bind: userns, index: -1))
+            }
+            p.symlinks = [
+                ("/proc/self/fd", "dev/fd", false), ("/proc/self/fd/0", "dev/stdin", false),
+                ("/proc/self/fd/1", "dev/stdout", false), ("/proc/self/fd/2", "dev/stderr", false),
+            ]
+            if p.mounts.contains(where: { $0.dest == "dev/pts" && $0.fstype == "devpts" }) {
+                // The container's own devpts instance serves /dev/ptmx.
+                p.symlinks.append(("pts/ptmx", "dev/ptmx", true))
+            }
+        }
+
+        if let h = spec.hostname, !h.isEmpty { p.hostname = h }
+        if let d = spec.domainname, !d.isEmpty { p.domainname = d }
+
+        p.cwd = process.cwd
+        p.uid = process.user.uid
+        p.gid = process.user.gid
+        p.groups = process.user.additionalGids ?? []
+        if let u = process.user.umask { p.umask = Int32(u) }
+        p.args = process.args ?? []
+        p.env = process.env ?? []
+        return p
+    }
+}
+
+/// The C view of a plan. Owns every C string and array until it is deinitialised; the
+/// child works on its own copy of this memory after the clone.
+final class CPlan {
+    private var allocations: [UnsafeMutableRawPointer] = []
+    var raw = berth_plan()
+
+    deinit { for a in allocations { free(a) } }
+
+    private func str(_ s: String) -> UnsafePointer<CChar> {
+        let p = strdup(s)!
+        allocations.append(UnsafeMutableRawPointer(p))
+        return UnsafePointer(p)
+    }
+    private func str(_ s: String?) -> UnsafePointer<CChar>? { s.map { (v: String) -> UnsafePointer<CChar> in str(v) } }
+
+    private func array<T>(_ items: [T]) -> UnsafePointer<T>? {
+        if items.isEmpty { return nil }
+        let p = UnsafeMutablePointer<T>.allocate(capacity: items.count)
+        p.initialize(from: items, count: items.count)
+        allocations.append(UnsafeMutableRawPointer(p))
+        return UnsafePointer(p)
+    }
+
+    private func argv(_ items: [String]) -> UnsafePointer<UnsafeMutablePointer<CChar>?> {
+        var ptrs: [UnsafeMutablePointer<CChar>?] = items.map { UnsafeMutablePointer(mutating: str($0)) }
+        ptrs.append(nil)
+        return array(ptrs)!
+    }
+
+    init(_ p: ContainerPlan, syncFd: Int32, parentSyncFd: Int32, fifoFd: Int32, cgroupFd: Int32,
+         joinFds: [Int32]) {
+        var fast: Int32 = 0
+        var unshareFlags: Int32 = 0
+        for k in p.newNamespaces {
+            let f = ContainerPlan.cloneFlag(k)
+            unshareFlags |= f
+            if k != .cgroup && k != .time { fast |= f }
+        }
+        raw.stage_mode = p.stageMode ? 1 : 0
+        raw.fast_clone_flags = p.stageMode ? 0 : fast
+        raw.unshare_flags = p.stageMode ? unshareFlags : 0
+        raw.new_userns = p.newNamespaces.contains(.user) ? 1 : 0
+        raw.in_userns = p.inUserNamespace ? 1 : 0
+        raw.new_cgroupns = p.newNamespaces.contains(.cgroup) ? 1 : 0
+        let joins = zip(p.joins, joinFds).map { j, fd in
+            berth_join(nstype: ContainerPlan.cloneFlag(j.kind), fd: fd, index: Int32(j.index))
+        }
+        raw.joins = array(joins)
+        raw.njoins = Int32(joins.count)
+        raw.timens_offsets = str(p.timeOffsets)
+        raw.cgroup_fd = cgroupFd
+        raw.sync_fd = syncFd
+        raw.parent_sync_fd = parentSyncFd
+        raw.fifo_fd = fifoFd
+
+        raw.setup_rootfs = p.setupRootfs ? 1 : 0
+        raw.rootfs = str(p.rootfs)
+        raw.root_propagation = CB_MS_SLAVE | CB_MS_REC
+        raw.root_final_propagation = p.rootFinalPropagation
+        raw.rootfs_readonly = p.readonly ? 1 : 0
+        raw.no_pivot = p.noPivot ? 1 : 0
+        let mounts = p.mounts.map { m in
+            var c = berth_mount()
+            c.source = str(m.source)
+            c.dest = str(m.dest)
+            c.fstype = str(m.fstype)
+            c.data = str(m.data)
+            c.flags = m.flags
+            c.remount_flags = m.remountFlags
+            let pr = m.propagation + [UInt](repeating: 0, count: 4 - m.propagation.count)
+            c.propagation = (pr[0], pr[1], pr[2], pr[3])
+            c.attr_set = m.attrSet
+            c.attr_clr = m.attrClr
+            c.bind = Int32(m.bind)
+            c.dest_is_file = m.destIsFile ? 1 : 0
+            c.is_proc = m.isProc ? 1 : 0
+            c.index = Int32(m.index)
+            return c
+        }
+        raw.mounts = array(mounts)
+        raw.nmounts = Int32(mounts.count)
+        let devices = p.devices.enumerated().map { i, d in
+            berth_device(dest: str(d.dest), host_path: str(d.hostPath), mode: d.mode,
+                         dev: cb_makedev(d.major, d.minor), uid: d.uid, gid: d.gid,
+                         bind: d.bind ? 1 : 0, index: Int32(i))
+        }
+        raw.devices = array(devices)
+        raw.ndevices = Int32(devices.count)
+        let links = p.symlinks.map { (l: (target: String, dest: String, replace: Bool)) -> berth_symlink in
+            let t: UnsafePointer<CChar> = str(l.target)
+            let d: UnsafePointer<CChar> = str(l.dest)
+            return berth_symlink(target: t, dest: d, replace: l.replace ? 1 : 0)
+        }
+        raw.symlinks = array(links)
+        raw.nsymlinks = Int32(links.count)
+        raw.hostname = str(p.hostname)
+        raw.domainname = str(p.domainname)
+
+        raw.cwd = str(p.cwd)
+        raw.uid = p.uid
+        raw.gid = p.gid
+        raw.groups = array(p.groups)
+        raw.ngroups = Int32(p.groups.count)
+        // In a user namespace whose setgroups is denied the call would fail; Berth writes
+        // the maps as a privileged parent, so setgroups stays allowed and is always made
+        // (dropping the host's supplementary groups).
+        raw.set_groups = 1
+        raw.umask = p.umask
+        raw.new_keyring = p.newKeyring ? 1 : 0
+        raw.arg0 = str(p.args[0])
+        raw.path_env = str(p.pathEnv)
+        raw.argv = argv(p.args)
+        raw.envp = argv(p.env)
+        raw.preserve_fds = Int32(p.preserveFds)
+    }
+}

@@ -1,0 +1,135 @@
+import BerthSpec
+import FoundationEssentials
+import Glibc
+
+public enum Status: String, Sendable {
+    case creating, created, running, paused, stopped
+
+    public var canStart: Bool { self == .created }
+    public var canKill: Bool { self == .created || self == .running || self == .paused }
+    public var canDelete: Bool { self == .stopped }
+}
+
+/// What Berth records in `<root>/<id>/state.json`. The status is not stored: it is derived
+/// on every call from the live init process (see `ContainerRecord.status`).
+public struct StoredState: Codable, Sendable {
+    public var ociVersion: String
+    public var id: String
+    public var pid: Int32
+    /// Field 22 of /proc/PID/stat when init was created: tells a recycled pid apart.
+    public var startTime: UInt64
+    public var bundle: String
+    public var rootfs: String
+    public var created: String
+    public var annotations: [String: String]?
+    public var owner: String
+    /// Absolute path of the container's cgroup directory, if Berth made one.
+    public var cgroup: String?
+    /// The cgroup directories Berth created for it (removed at delete), deepest last.
+    public var cgroupCreated: [String]?
+    /// True when the container has its own pid namespace: killing init then ends every
+    /// process of the container.
+    public var ownPidNamespace: Bool
+    /// True when `start` has released init (the fifo is gone).
+    public var started: Bool?
+}
+
+public struct ContainerRecord {
+    public var dir: String
+    public var state: StoredState
+
+    public var fifoPath: String { dir + "/exec.fifo" }
+
+    /// created | running | paused | stopped, from the live process: init gone, a zombie, or
+    /// a different start time means stopped; a frozen cgroup means paused; init still
+    /// blocked before exec (the fifo is there) means created.
+    public var status: Status {
+        guard state.pid > 0, let info = ProcStat.read(pid: state.pid) else { return .stopped }
+        if info.state == "Z" || info.state == "X" || info.startTime != state.startTime { return .stopped }
+        if let cg = state.cgroup, FS.readString(cg + "/cgroup.freeze")?.first == "1" { return .paused }
+        return FS.exists(fifoPath) ? .created : .running
+    }
+
+    /// The OCI state as `berth state` prints it: runc's key order, 2-space indent.
+    public func ociState(status: Status) -> JSON {
+        var fields: [(String, JSON)] = [
+            ("ociVersion", .string(state.ociVersion)),
+            ("id", .string(state.id)),
+            ("pid", .int(status == .stopped ? 0 : Int64(state.pid))),
+            ("status", .string(status.rawValue)),
+            ("bundle", .string(state.bundle)),
+            ("rootfs", .string(state.rootfs)),
+            ("created", .string(state.created)),
+        ]
+        if let a = state.annotations, !a.isEmpty {
+            fields.append(("annotations", .object(a.keys.sorted().map { ($0, .string(a[$0]!)) })))
+        }
+        fields.append(("owner", .string(state.owner)))
+        return .object(fields)
+    }
+}
+
+enum ProcStat {
+    struct Info { var state: Character; var startTime: UInt64 }
+
+    /// Parses /proc/PID/stat. The command name (field 2) may hold spaces and parentheses,
+    /// so fields are counted after the last ')'.
+    static func read(pid: Int32) -> Info? {
+        guard let s = FS.readString("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return nil }
+        let rest = s[s.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
+        // rest[0] is field 3 (state); field 22 (starttime) is rest[19].
+        guard rest.count > 19, let st = rest[0].first, let start = UInt64(rest[19]) else { return nil }
+        return Info(state: st, startTime: start)
+    }
+}
+
+public struct StateStore {
+    public var root: String
+    public init(root: String) { self.root = root }
+
+    /// runc's rule: `[A-Za-z0-9_+.-]+`, and not "." or "..".
+    public static func validate(id: String) throws(BerthError) {
+        let ok = !id.isEmpty && id != "." && id != ".." && id.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) ||
+                c == 0x5f || c == 0x2b || c == 0x2e || c == 0x2d
+        }
+        if !ok { throw BerthError("invalid container ID format: \(id)") }
+    }
+
+    public func dir(_ id: String) -> String { root + "/" + id }
+
+    /// Claims `<root>/<id>` with mkdir, which is atomic: two creates of one id cannot both win.
+    func claim(_ id: String) throws(BerthError) -> String {
+        try FS.mkdirAll(root, mode: 0o700)
+        let d = dir(id)
+        if mkdir(d, 0o711) != 0 {
+            if errno == EEXIST { throw BerthError("container with given ID already exists") }
+            throw .sys("mkdir \(d)")
+        }
+        return d
+    }
+
+    public func load(_ id: String) throws(BerthError) -> ContainerRecord {
+        try StateStore.validate(id: id)
+        let d = dir(id)
+        guard let bytes = try? FS.readFile(d + "/state.json") else {
+            throw BerthError("container does not exist")
+        }
+        do {
+            let st = try JSONDecoder().decode(StoredState.self, from: Data(bytes))
+            return ContainerRecord(dir: d, state: st)
+        } catch {
+            throw BerthError("\(d)/state.json: corrupt state: \(error)")
+        }
+    }
+
+    func save(_ rec: ContainerRecord) throws(BerthError) {
+        let data: Data
+        do { data = try JSONEncoder().encode(rec.state) } catch { throw BerthError("encode state: \(error)") }
+        try FS.writeAtomically(rec.dir + "/state.json", [UInt8](data), mode: 0o600)
+    }
+
+    public func ids() -> [String] {
+        FS.listDirectory(root).filter { FS.exists(root + "/" + $0 + "/state.json") }
+    }
+}

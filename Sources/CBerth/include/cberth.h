@@ -1,0 +1,191 @@
+// The only header Swift sees of the C shim.
+//
+// Swift builds a `berth_plan` (plain structs, C strings, fds) in the parent, before the
+// clone. The child executes it mechanically: it never allocates, never uses stdio and
+// never calls into Swift, because after clone only async-signal-safe code may run (the
+// Swift runtime's locks and caches were copied while possibly held).
+//
+// Syscalls Swift's Glibc module does not export usably are wrapped here with the
+// prefix `cb_`; each returns 0 (or a value >= 0) on success and -errno on failure.
+#ifndef CBERTH_H
+#define CBERTH_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+// ---- child -> parent records -------------------------------------------------------
+// Each message is one fixed-size `berth_report` written to the sync socket.
+enum berth_msg {
+    BERTH_MSG_READY = 0,      // init is set up and waits just before execve
+    BERTH_MSG_NEED_MAPS = -1, // stage 1 created a user namespace: write its id maps
+    BERTH_MSG_INIT_PID = -2,  // stage 1 forked init; value = its pid
+    BERTH_MSG_ACK = -3,       // init will survive its parent from now on
+};
+
+// Steps the child reports a failure at (stage > 0). Swift turns them into sentences.
+enum berth_stage {
+    BERTH_STAGE_SYNC = 1,
+    BERTH_STAGE_SETNS,
+    BERTH_STAGE_UNSHARE,
+    BERTH_STAGE_TIMENS,
+    BERTH_STAGE_FORK_INIT,
+    BERTH_STAGE_SETID_ROOT,
+    BERTH_STAGE_CGROUPNS,
+    BERTH_STAGE_HOSTNAME,
+    BERTH_STAGE_DOMAINNAME,
+    BERTH_STAGE_ROOT_PROPAGATION,
+    BERTH_STAGE_ROOTFS_BIND,
+    BERTH_STAGE_ROOTFS_OPEN,
+    BERTH_STAGE_MOUNT_DEST,      // creating/resolving a mount destination in the rootfs
+    BERTH_STAGE_MOUNT,           // index = mount
+    BERTH_STAGE_MOUNT_REMOUNT,   // index = mount
+    BERTH_STAGE_MOUNT_PROPAGATION,
+    BERTH_STAGE_MOUNT_SETATTR,
+    BERTH_STAGE_DEVICE,          // index = device
+    BERTH_STAGE_SYMLINK,         // index = symlink
+    BERTH_STAGE_PIVOT,
+    BERTH_STAGE_ROOT_READONLY,
+    BERTH_STAGE_ROOT_SHARED,
+    BERTH_STAGE_CHDIR,
+    BERTH_STAGE_CWD_OUTSIDE,
+    BERTH_STAGE_SETGROUPS,
+    BERTH_STAGE_SETGID,
+    BERTH_STAGE_SETUID,
+    BERTH_STAGE_KEYRING,
+    BERTH_STAGE_LOOKUP,          // executable not found in $PATH (err ENOENT) or not executable
+    BERTH_STAGE_PRESERVE_FDS,
+    BERTH_STAGE_CLOSE_FDS,
+    BERTH_STAGE_PROC_CHECK,      // index = mount
+};
+
+typedef struct {
+    int32_t stage;  // enum berth_msg (<= 0) or enum berth_stage (> 0)
+    int32_t err;    // errno
+    int32_t index;  // which mount/device/namespace, or -1
+    int32_t value;  // BERTH_MSG_INIT_PID: the pid
+} berth_report;
+
+// ---- the plan ----------------------------------------------------------------------
+typedef struct {
+    int nstype;     // CLONE_NEW*
+    int fd;         // opened by the parent from the config's path
+    int index;      // position in linux.namespaces, for errors
+} berth_join;
+
+typedef struct {
+    const char *source;     // NULL for none
+    const char *dest;       // relative to the rootfs, cleaned, no leading '/'
+    const char *fstype;     // NULL for bind mounts
+    const char *data;       // NULL or filesystem options
+    unsigned long flags;    // MS_* for the mount call (without propagation)
+    unsigned long remount_flags; // bind mounts: flags for the MS_REMOUNT|MS_BIND pass, 0 = none
+    unsigned long propagation[4]; // each applied in order, 0-terminated
+    uint64_t attr_set;      // mount_setattr(AT_RECURSIVE) attributes to set ("rro", ...)
+    uint64_t attr_clr;
+    int bind;               // 1 = bind, 2 = rbind
+    int dest_is_file;       // create a file, not a directory, when missing
+    int is_proc;            // verify the result is procfs
+    int index;              // position in config "mounts"
+} berth_mount;
+
+typedef struct {
+    const char *dest;       // relative to rootfs, e.g. "dev/null"
+    const char *host_path;  // for bind mode: the host node to bind
+    uint32_t mode;          // S_IFCHR|0666 ...
+    uint64_t dev;           // makedev(major, minor)
+    uint32_t uid, gid;
+    int bind;               // bind the host node instead of mknod (user namespaces)
+    int index;
+} berth_device;
+
+typedef struct {
+    const char *target;     // link content
+    const char *dest;       // relative to rootfs
+    int replace;            // remove what is there first
+} berth_symlink;
+
+typedef struct {
+    // process creation
+    int fast_clone_flags;   // CLONE_NEW* passed to clone3 (fast path); 0 in stage mode
+    int stage_mode;         // 1: a first child joins/unshares, then forks init
+    int unshare_flags;      // stage mode: CLONE_NEW* to unshare after the joins
+    int new_userns;         // a new user namespace is created (maps written by the parent)
+    int in_userns;          // the container runs in a user namespace (new or joined)
+    int new_cgroupns;       // init unshares CLONE_NEWCGROUP after being placed
+    const berth_join *joins; int njoins;
+    const char *timens_offsets; // written to /proc/self/timens_offsets in stage mode
+    int cgroup_fd;          // O_PATH of the container cgroup, or -1
+    int sync_fd;            // child's end of the socketpair
+    int parent_sync_fd;     // parent's end, closed in the child
+    int fifo_fd;            // exec fifo, opened O_RDWR by the parent
+
+    // filesystem
+    int setup_rootfs;       // 0 when the mount namespace is joined
+    const char *rootfs;     // absolute host path
+    unsigned long root_propagation; // MS_* | MS_REC for "/" before the mounts
+    unsigned long root_final_propagation; // applied to "/" after the root switch, 0 = none
+    int rootfs_readonly;
+    int no_pivot;
+    const berth_mount *mounts; int nmounts;
+    const berth_device *devices; int ndevices;
+    const berth_symlink *symlinks; int nsymlinks;
+
+    const char *hostname;   // NULL = leave
+    const char *domainname;
+
+    // process
+    const char *cwd;        // absolute, inside the container
+    uint32_t uid, gid;
+    const uint32_t *groups; int ngroups; // setgroups list (ngroups may be 0)
+    int set_groups;         // call setgroups at all
+    int umask;              // -1 = leave
+    int new_keyring;        // join a fresh session keyring
+    const char *arg0;       // as given in process.args[0]
+    const char *path_env;   // value of PATH in process.env, or NULL
+    char *const *argv;
+    char *const *envp;
+    int preserve_fds;       // fds 3 .. 3+n-1 pass to the container
+} berth_plan;
+
+// Creates the container's first process and, in it, runs the plan (never returns there).
+// Returns the child's pid (> 0) or -errno. *in_cgroup is set to 1 when clone3 placed the
+// child straight into plan->cgroup_fd.
+int cb_spawn(const berth_plan *plan, int *in_cgroup);
+
+// ---- syscall wrappers for Swift ----------------------------------------------------
+int cb_setns(int fd, int nstype);
+int cb_pidfd_open(int pid);
+int cb_pidfd_send_signal(int pidfd, int sig);
+int cb_prctl_set_child_subreaper(void);
+int cb_socketpair_seqpacket(int fds[2]);
+int cb_pipe2_cloexec(int fds[2]);
+int cb_wait_status_exited(int status);
+int cb_wait_exit_status(int status);
+int cb_wait_term_signal(int status);
+int cb_wait_signaled(int status);
+// Blocks every signal and returns them one by one (sigwaitinfo); -errno on failure.
+int cb_block_all_signals(void);
+int cb_sigwait_any(int *pid_out);
+int cb_unblock_all_signals(void);
+// Blocks until fd is readable or timeout_ms passes: 1 readable, 0 timeout, -errno.
+int cb_poll_readable(int fd, int timeout_ms);
+
+// Constants Swift's importer does not see (function-like macros or missing).
+extern const int CB_CLONE_NEWNS, CB_CLONE_NEWUTS, CB_CLONE_NEWIPC, CB_CLONE_NEWUSER,
+    CB_CLONE_NEWPID, CB_CLONE_NEWNET, CB_CLONE_NEWCGROUP, CB_CLONE_NEWTIME;
+extern const unsigned long CB_MS_RDONLY, CB_MS_NOSUID, CB_MS_NODEV, CB_MS_NOEXEC,
+    CB_MS_SYNCHRONOUS, CB_MS_REMOUNT, CB_MS_MANDLOCK, CB_MS_DIRSYNC, CB_MS_NOSYMFOLLOW,
+    CB_MS_NOATIME, CB_MS_NODIRATIME, CB_MS_BIND, CB_MS_REC, CB_MS_SILENT, CB_MS_UNBINDABLE,
+    CB_MS_PRIVATE, CB_MS_SLAVE, CB_MS_SHARED, CB_MS_RELATIME, CB_MS_STRICTATIME,
+    CB_MS_LAZYTIME, CB_MS_I_VERSION;
+extern const uint64_t CB_MOUNT_ATTR_RDONLY, CB_MOUNT_ATTR_NOSUID, CB_MOUNT_ATTR_NODEV,
+    CB_MOUNT_ATTR_NOEXEC, CB_MOUNT_ATTR__ATIME, CB_MOUNT_ATTR_RELATIME,
+    CB_MOUNT_ATTR_NOATIME, CB_MOUNT_ATTR_STRICTATIME, CB_MOUNT_ATTR_NODIRATIME,
+    CB_MOUNT_ATTR_NOSYMFOLLOW;
+
+static inline uint64_t cb_makedev(uint32_t major, uint32_t minor) {
+    return (((uint64_t)(major & 0xfffff000u)) << 32) | (((uint64_t)(major & 0xfffu)) << 8) |
+           (((uint64_t)(minor & 0xffffff00u)) << 12) | ((uint64_t)(minor & 0xffu));
+}
+
+#endif

@@ -1,0 +1,646 @@
+// Berth's child executor: everything between clone and execve.
+//
+// Rules for this file (see design.md): the child only runs async-signal-safe code. No
+// malloc, no stdio, no Swift, no locale. Buffers live on the stack or in static storage
+// of the child's private copy of the address space. A failure is reported as one
+// fixed-size record {stage, errno, index} on the sync socket, then _exit.
+#define _GNU_SOURCE
+#include "cberth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <grp.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef MS_NOSYMFOLLOW
+#define MS_NOSYMFOLLOW 256
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef KEYCTL_JOIN_SESSION_KEYRING
+#define KEYCTL_JOIN_SESSION_KEYRING 1
+#endif
+
+// Our own copies of the kernel ABI structs, so the build does not depend on how new the
+// installed kernel headers are.
+struct cb_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
+        set_tid, set_tid_size, cgroup;
+};
+struct cb_open_how { uint64_t flags, mode, resolve; };
+struct cb_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+#define CB_RESOLVE_NO_MAGICLINKS 0x02
+#define CB_RESOLVE_IN_ROOT 0x10
+
+const int CB_CLONE_NEWNS = CLONE_NEWNS, CB_CLONE_NEWUTS = CLONE_NEWUTS,
+          CB_CLONE_NEWIPC = CLONE_NEWIPC, CB_CLONE_NEWUSER = CLONE_NEWUSER,
+          CB_CLONE_NEWPID = CLONE_NEWPID, CB_CLONE_NEWNET = CLONE_NEWNET,
+          CB_CLONE_NEWCGROUP = CLONE_NEWCGROUP, CB_CLONE_NEWTIME = CLONE_NEWTIME;
+const unsigned long CB_MS_RDONLY = MS_RDONLY, CB_MS_NOSUID = MS_NOSUID, CB_MS_NODEV = MS_NODEV,
+    CB_MS_NOEXEC = MS_NOEXEC, CB_MS_SYNCHRONOUS = MS_SYNCHRONOUS, CB_MS_REMOUNT = MS_REMOUNT,
+    CB_MS_MANDLOCK = MS_MANDLOCK, CB_MS_DIRSYNC = MS_DIRSYNC, CB_MS_NOSYMFOLLOW = MS_NOSYMFOLLOW,
+    CB_MS_NOATIME = MS_NOATIME, CB_MS_NODIRATIME = MS_NODIRATIME, CB_MS_BIND = MS_BIND,
+    CB_MS_REC = MS_REC, CB_MS_SILENT = MS_SILENT, CB_MS_UNBINDABLE = MS_UNBINDABLE,
+    CB_MS_PRIVATE = MS_PRIVATE, CB_MS_SLAVE = MS_SLAVE, CB_MS_SHARED = MS_SHARED,
+    CB_MS_RELATIME = MS_RELATIME, CB_MS_STRICTATIME = MS_STRICTATIME,
+    CB_MS_LAZYTIME = MS_LAZYTIME, CB_MS_I_VERSION = MS_I_VERSION;
+const uint64_t CB_MOUNT_ATTR_RDONLY = 0x1, CB_MOUNT_ATTR_NOSUID = 0x2, CB_MOUNT_ATTR_NODEV = 0x4,
+    CB_MOUNT_ATTR_NOEXEC = 0x8, CB_MOUNT_ATTR__ATIME = 0x70, CB_MOUNT_ATTR_RELATIME = 0x0,
+    CB_MOUNT_ATTR_NOATIME = 0x10, CB_MOUNT_ATTR_STRICTATIME = 0x20,
+    CB_MOUNT_ATTR_NODIRATIME = 0x80, CB_MOUNT_ATTR_NOSYMFOLLOW = 0x200000;
+
+// ---------------------------------------------------------------------------------
+// Child side. Everything below until cb_spawn runs only in the cloned processes.
+// ---------------------------------------------------------------------------------
+
+static int child_sync = -1;
+
+static void send_record(int32_t stage, int32_t err, int32_t index, int32_t value) {
+    berth_report r = {stage, err, index, value};
+    ssize_t n;
+    do { n = write(child_sync, &r, sizeof r); } while (n < 0 && errno == EINTR);
+}
+
+// Report a failure and end this process. errno is captured by the caller before any
+// other call can clobber it.
+__attribute__((noreturn)) static void fail(int stage, int err, int index) {
+    send_record(stage, err, index, 0);
+    _exit(1);
+}
+
+// Wait for the parent's go-ahead byte. End of file means the parent died half-way:
+// leave quietly so nothing is left behind (the parent-death signal usually got us first).
+static void wait_go(void) {
+    char c;
+    ssize_t n;
+    do { n = read(child_sync, &c, 1); } while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(1);
+}
+
+static size_t c_strlen(const char *s) { size_t n = 0; while (s[n]) n++; return n; }
+
+// Append the decimal form of v to buf at *pos (buf has room: callers size it).
+static void put_uint(char *buf, size_t *pos, unsigned long v) {
+    char tmp[24];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) buf[(*pos)++] = tmp[--n];
+}
+
+// "/proc/self/fd/N": mount(2) follows this magic link to exactly the object the fd holds,
+// so a path inside the container is never walked twice by the kernel (no symlink race).
+static const char *fd_path(char buf[40], int fd) {
+    static const char prefix[] = "/proc/self/fd/";
+    size_t pos = 0;
+    for (size_t i = 0; prefix[i]; i++) buf[pos++] = prefix[i];
+    put_uint(buf, &pos, (unsigned long)fd);
+    buf[pos] = 0;
+    return buf;
+}
+
+static int openat2_in_root(int rootfd, const char *path, int flags) {
+    // RESOLVE_IN_ROOT treats rootfd as "/" for every symlink and "..": a symlink planted
+    // in the image (CVE-2021-30465, CVE-2023-27561) cannot lead a mount out of the rootfs.
+    // RESOLVE_NO_MAGICLINKS refuses /proc/*/fd-style jumps to host objects.
+    struct cb_open_how how = {(uint64_t)(flags | O_CLOEXEC), 0,
+                              CB_RESOLVE_IN_ROOT | CB_RESOLVE_NO_MAGICLINKS};
+    long r;
+    do { r = syscall(SYS_openat2, rootfd, path, &how, sizeof how); } while (r < 0 && errno == EINTR);
+    return (int)r;
+}
+
+// Open (creating when missing) `rel` inside the rootfs. Intermediate components are
+// directories; the last is a directory or, with as_file, an empty regular file.
+// Returns an O_PATH fd or -1 with errno set.
+static int open_create_in_root(int rootfd, const char *rel, int as_file) {
+    char buf[PATH_MAX];
+    size_t len = c_strlen(rel);
+    if (len == 0) return openat2_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
+    if (len >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
+    memcpy(buf, rel, len + 1);
+
+    int fd = openat2_in_root(rootfd, buf, O_PATH);
+    if (fd >= 0 || errno != ENOENT) return fd;
+
+    // Walk from the top: each missing component is created inside its parent, which was
+    // itself resolved inside the root, then resolved again inside the root.
+    int cur = openat2_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
+    if (cur < 0) return -1;
+    size_t start = 0;
+    while (start < len) {
+        size_t end = start;
+        while (end < len && buf[end] != '/') end++;
+        int last = end >= len;
+        char saved = buf[end];
+        buf[end] = 0;
+        int next = openat2_in_root(rootfd, buf, O_PATH);
+        if (next < 0 && errno == ENOENT) {
+            const char *name = buf + start;
+            int r;
+            if (last && as_file) {
+                r = mknodat(cur, name, S_IFREG | 0644, 0);
+            } else {
+                r = mkdirat(cur, name, 0755);
+            }
+            if (r < 0 && errno != EEXIST) { int e = errno; close(cur); errno = e; return -1; }
+            next = openat2_in_root(rootfd, buf, O_PATH);
+        }
+        buf[end] = saved;
+        if (next < 0) { int e = errno; close(cur); errno = e; return -1; }
+        close(cur);
+        cur = next;
+        start = end + 1;
+    }
+    return cur;
+}
+
+// Split "a/b/c" into a parent fd (created as needed, resolved in root) and the last name.
+static int open_parent_in_root(int rootfd, const char *rel, char name[NAME_MAX + 1]) {
+    char buf[PATH_MAX];
+    size_t len = c_strlen(rel);
+    if (len == 0 || len >= sizeof buf) { errno = EINVAL; return -1; }
+    memcpy(buf, rel, len + 1);
+    size_t slash = len;
+    while (slash > 0 && buf[slash - 1] != '/') slash--;
+    size_t nlen = len - slash;
+    if (nlen == 0 || nlen > NAME_MAX) { errno = EINVAL; return -1; }
+    memcpy(name, buf + slash, nlen + 1);
+    if (slash == 0) return openat2_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
+    buf[slash - 1] = 0;
+    return open_create_in_root(rootfd, buf, 0);
+}
+
+// Flags a remount must keep: in a user namespace the kernel locks nosuid/nodev/noexec/ro
+// and atime flags of mounts inherited from the host, and refuses a remount that drops them.
+static unsigned long locked_flags(const char *path) {
+    struct statvfs st;
+    if (statvfs(path, &st) != 0) return 0;
+    unsigned long keep = ST_NOSUID | ST_NODEV | ST_NOEXEC | ST_RDONLY | ST_NOATIME |
+                         ST_NODIRATIME | ST_RELATIME;
+    return st.f_flag & keep; // ST_* values equal the MS_* ones for these bits
+}
+
+static void do_mount(int rootfd, const berth_mount *m) {
+    char pbuf[40];
+    int fd = open_create_in_root(rootfd, m->dest, m->dest_is_file);
+    if (fd < 0) fail(BERTH_STAGE_MOUNT_DEST, errno, m->index);
+
+    if (m->bind) {
+        unsigned long f = MS_BIND | (m->bind == 2 ? MS_REC : 0);
+        if (mount(m->source, fd_path(pbuf, fd), NULL, f, NULL) != 0)
+            fail(BERTH_STAGE_MOUNT, errno, m->index);
+    } else {
+        if (mount(m->source, fd_path(pbuf, fd), m->fstype, m->flags, m->data) != 0)
+            fail(BERTH_STAGE_MOUNT, errno, m->index);
+    }
+    close(fd);
+
+    // The fd above names the directory *under* the new mount. Re-resolve so the remount,
+    // propagation and attribute changes below hit the new mount, never the one beneath.
+    fd = openat2_in_root(rootfd, m->dest, O_PATH);
+    if (fd < 0) fail(BERTH_STAGE_MOUNT_DEST, errno, m->index);
+    const char *p = fd_path(pbuf, fd);
+
+    if (m->is_proc) {
+        // Anything later written under /proc must really go to procfs (CVE-2023-27561).
+        struct statfs sfs;
+        if (fstatfs(fd, &sfs) != 0) fail(BERTH_STAGE_PROC_CHECK, errno, m->index);
+        if (sfs.f_type != PROC_SUPER_MAGIC) fail(BERTH_STAGE_PROC_CHECK, EXDEV, m->index);
+    }
+    if (m->bind && m->remount_flags) {
+        unsigned long f = MS_REMOUNT | MS_BIND | m->remount_flags | locked_flags(p);
+        if (mount(NULL, p, NULL, f, NULL) != 0) fail(BERTH_STAGE_MOUNT_REMOUNT, errno, m->index);
+    }
+    for (int i = 0; i < 4 && m->propagation[i]; i++) {
+        if (mount(NULL, p, NULL, m->propagation[i], NULL) != 0)
+            fail(BERTH_STAGE_MOUNT_PROPAGATION, errno, m->index);
+    }
+    if (m->attr_set || m->attr_clr) {
+        struct cb_mount_attr a = {m->attr_set, m->attr_clr, 0, 0};
+        if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) != 0)
+            fail(BERTH_STAGE_MOUNT_SETATTR, errno, m->index);
+    }
+    close(fd);
+}
+
+static void do_device(int rootfd, const berth_device *d) {
+    char name[NAME_MAX + 1];
+    char pbuf[40];
+    int dir = open_parent_in_root(rootfd, d->dest, name);
+    if (dir < 0) fail(BERTH_STAGE_DEVICE, errno, d->index);
+    if (d->bind) {
+        // Inside a user namespace mknod is refused: bind the host's node onto an empty file.
+        int fd = openat(dir, name, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0 && errno != EEXIST) fail(BERTH_STAGE_DEVICE, errno, d->index);
+        if (fd >= 0) close(fd);
+        fd = openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) fail(BERTH_STAGE_DEVICE, errno, d->index);
+        if (mount(d->host_path, fd_path(pbuf, fd), NULL, MS_BIND, NULL) != 0)
+            fail(BERTH_STAGE_DEVICE, errno, d->index);
+        close(fd);
+    } else {
+        // Whatever the image put there (a symlink to a host path, a regular file posing as
+        // /dev/null) is replaced by the real node.
+        if (mknodat(dir, name, d->mode, (dev_t)d->dev) != 0) {
+            if (errno != EEXIST) fail(BERTH_STAGE_DEVICE, errno, d->index);
+            if (unlinkat(dir, name, 0) != 0) fail(BERTH_STAGE_DEVICE, errno, d->index);
+            if (mknodat(dir, name, d->mode, (dev_t)d->dev) != 0)
+                fail(BERTH_STAGE_DEVICE, errno, d->index);
+        }
+        if (fchownat(dir, name, d->uid, d->gid, AT_SYMLINK_NOFOLLOW) != 0)
+            fail(BERTH_STAGE_DEVICE, errno, d->index);
+    }
+    close(dir);
+}
+
+static void do_symlink(int rootfd, const berth_symlink *s, int index) {
+    char name[NAME_MAX + 1];
+    int dir = open_parent_in_root(rootfd, s->dest, name);
+    if (dir < 0) fail(BERTH_STAGE_SYMLINK, errno, index);
+    if (s->replace) (void)unlinkat(dir, name, 0);
+    if (symlinkat(s->target, dir, name) != 0 && errno != EEXIST)
+        fail(BERTH_STAGE_SYMLINK, errno, index);
+    close(dir);
+}
+
+static void setup_rootfs(const berth_plan *p) {
+    // Our mount namespace is a copy of the host's. Make "/" slave (or private) first so
+    // nothing mounted from here on propagates back to the host.
+    if (mount(NULL, "/", NULL, p->root_propagation, NULL) != 0)
+        fail(BERTH_STAGE_ROOT_PROPAGATION, errno, -1);
+    // pivot_root needs the new root to be a mount point.
+    if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) != 0)
+        fail(BERTH_STAGE_ROOTFS_BIND, errno, -1);
+    int rootfd = open(p->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) fail(BERTH_STAGE_ROOTFS_OPEN, errno, -1);
+    // Device nodes and mount points get exactly the modes asked for; the process umask
+    // is applied later.
+    umask(0);
+
+    for (int i = 0; i < p->nmounts; i++) do_mount(rootfd, &p->mounts[i]);
+    for (int i = 0; i < p->ndevices; i++) do_device(rootfd, &p->devices[i]);
+    for (int i = 0; i < p->nsymlinks; i++) do_symlink(rootfd, &p->symlinks[i], i);
+
+    if (fchdir(rootfd) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+    if (p->no_pivot) {
+        if (mount(".", "/", NULL, MS_MOVE, NULL) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (chroot(".") != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+    } else {
+        // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
+        // leaves no path to the host's filesystem. The old root is made slave first so the
+        // detach does not propagate to the host.
+        if (syscall(SYS_pivot_root, ".", ".") != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (umount2(".", MNT_DETACH) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+    }
+    if (chdir("/") != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+    close(rootfd);
+
+    if (p->rootfs_readonly) {
+        unsigned long f = MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags("/");
+        if (mount(NULL, "/", NULL, f, NULL) != 0) fail(BERTH_STAGE_ROOT_READONLY, errno, -1);
+    }
+    if (p->root_final_propagation) {
+        if (mount(NULL, "/", NULL, p->root_final_propagation, NULL) != 0)
+            fail(BERTH_STAGE_ROOT_SHARED, errno, -1);
+    }
+}
+
+// Find the program the way Go's exec.LookPath does (runc reports its wording): a name
+// with a slash is taken as is; otherwise each $PATH entry is tried. Must be a regular
+// file with an execute bit. Result in `out`.
+static int lookup_executable(const berth_plan *p, char out[PATH_MAX]) {
+    struct stat st;
+    const char *a = p->arg0;
+    size_t alen = c_strlen(a);
+    int has_slash = 0;
+    for (size_t i = 0; i < alen; i++) if (a[i] == '/') has_slash = 1;
+    if (has_slash) {
+        if (alen >= PATH_MAX) return ENAMETOOLONG;
+        memcpy(out, a, alen + 1);
+        if (stat(out, &st) != 0) return errno;
+        if (S_ISDIR(st.st_mode) || !(st.st_mode & 0111)) return EACCES;
+        return 0;
+    }
+    if (!p->path_env) return ENOENT;
+    const char *s = p->path_env;
+    int denied = 0;
+    for (;;) {
+        const char *e = s;
+        while (*e && *e != ':') e++;
+        size_t dlen = (size_t)(e - s);
+        if (dlen == 0) { out[0] = '.'; dlen = 1; } else if (dlen < PATH_MAX) memcpy(out, s, dlen);
+        if (dlen + 1 + alen < PATH_MAX) {
+            out[dlen] = '/';
+            memcpy(out + dlen + 1, a, alen + 1);
+            if (stat(out, &st) == 0) {
+                if (!S_ISDIR(st.st_mode) && (st.st_mode & 0111)) return 0;
+                denied = 1;
+            }
+        }
+        if (!*e) break;
+        s = e + 1;
+    }
+    return denied ? EACCES : ENOENT;
+}
+
+static const char *errno_words(int e) {
+    switch (e) {
+    case ENOENT: return "no such file or directory";
+    case EACCES: return "permission denied";
+    case EPERM: return "operation not permitted";
+    case ENOEXEC: return "exec format error";
+    case ENOTDIR: return "not a directory";
+    case E2BIG: return "argument list too long";
+    case ENOMEM: return "cannot allocate memory";
+    case ELOOP: return "too many levels of symbolic links";
+    case ETXTBSY: return "text file busy";
+    default: return "exec failed";
+    }
+}
+
+static void write_str(int fd, const char *s) { ssize_t r = write(fd, s, c_strlen(s)); (void)r; }
+
+__attribute__((noreturn)) static void init_main(const berth_plan *p) {
+    char exe[PATH_MAX];
+
+    if (p->in_userns) {
+        // The parent has written our id maps (or we joined a namespace that has them).
+        // Become the namespace's root so what follows
+        // (mounts, mknod, hostname) is done with the namespace's full capabilities.
+        if (setresgid(0, 0, 0) != 0) fail(BERTH_STAGE_SETID_ROOT, errno, -1);
+        if (setresuid(0, 0, 0) != 0) fail(BERTH_STAGE_SETID_ROOT, errno, -1);
+    }
+    if (p->new_cgroupns && !p->stage_mode) {
+        // Created only now that the parent has put us in the container's cgroup, so the
+        // namespace's root is that cgroup and not the caller's.
+        if (unshare(CLONE_NEWCGROUP) != 0) fail(BERTH_STAGE_CGROUPNS, errno, -1);
+    }
+    if (p->hostname && sethostname(p->hostname, c_strlen(p->hostname)) != 0)
+        fail(BERTH_STAGE_HOSTNAME, errno, -1);
+    if (p->domainname && setdomainname(p->domainname, c_strlen(p->domainname)) != 0)
+        fail(BERTH_STAGE_DOMAINNAME, errno, -1);
+
+    if (p->setup_rootfs) setup_rootfs(p);
+
+    if (p->new_keyring) {
+        // A fresh anonymous session keyring, so the container cannot read the host's keys.
+        if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0) < 0 && errno != ENOSYS)
+            fail(BERTH_STAGE_KEYRING, errno, -1);
+    }
+
+    if (chdir(p->cwd) != 0) fail(BERTH_STAGE_CHDIR, errno, -1);
+    // CVE-2024-21626: a cwd reached through a leaked host fd lies outside our root, and
+    // the kernel then reports it as "(unreachable)/..." rather than an absolute path.
+    {
+        char cwd[PATH_MAX];
+        if (syscall(SYS_getcwd, cwd, sizeof cwd) < 0) fail(BERTH_STAGE_CWD_OUTSIDE, errno, -1);
+        if (cwd[0] != '/') fail(BERTH_STAGE_CWD_OUTSIDE, ENOENT, -1);
+    }
+
+    if (p->umask >= 0) umask((mode_t)p->umask);
+
+    if (p->set_groups && setgroups((size_t)p->ngroups, (const gid_t *)p->groups) != 0)
+        fail(BERTH_STAGE_SETGROUPS, errno, -1);
+    if (setresgid(p->gid, p->gid, p->gid) != 0) fail(BERTH_STAGE_SETGID, errno, -1);
+    if (setresuid(p->uid, p->uid, p->uid) != 0) fail(BERTH_STAGE_SETUID, errno, -1);
+
+    // The executable is looked up now, as the container user, inside the container, so
+    // `create` (not `start`) reports a missing program.
+    int le = lookup_executable(p, exe);
+    if (le != 0) fail(BERTH_STAGE_LOOKUP, le, -1);
+
+    // CVE-2024-21626 and friends: no fd of ours or of our caller reaches the container
+    // except 0, 1, 2 and the preserved ones. Everything from 3+preserve_fds up is marked
+    // close-on-exec (our sync and fifo fds sit above that range and must stay usable until
+    // execve); the preserved ones lose close-on-exec.
+    for (int fd = 3; fd < 3 + p->preserve_fds; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl < 0 || fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC) != 0)
+            fail(BERTH_STAGE_PRESERVE_FDS, errno, fd);
+    }
+    if (syscall(SYS_close_range, 3 + p->preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+        // Kernels before 5.11: do it by hand.
+        for (int fd = 3 + p->preserve_fds; fd < 65536; fd++) {
+            int fl = fcntl(fd, F_GETFD);
+            if (fl >= 0) (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+        }
+    }
+
+    // Ready: tell the parent, and wait for it to record the container. Until its go-ahead
+    // the parent-death signal stays armed, so a caller killed half-way takes us with it.
+    send_record(BERTH_MSG_READY, 0, -1, 0);
+    wait_go();
+    if (prctl(PR_SET_PDEATHSIG, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
+    send_record(BERTH_MSG_ACK, 0, -1, 0);
+
+    // Block until `start` writes a byte to the exec fifo. We hold the fifo read-write, so
+    // the read blocks instead of seeing end-of-file while no writer is there.
+    {
+        char c;
+        ssize_t n;
+        do { n = read(p->fifo_fd, &c, 1); } while (n < 0 && errno == EINTR);
+        if (n != 1) _exit(1);
+    }
+
+    // Give the program default signal dispositions and an empty mask.
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        (void)sigaction(s, &sa, NULL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL);
+
+    execve(exe, p->argv, p->envp);
+    int e = errno;
+    // The creator is gone by now; runc reports on stderr too.
+    write_str(2, "berth: exec ");
+    write_str(2, exe);
+    write_str(2, ": ");
+    write_str(2, errno_words(e));
+    write_str(2, "\n");
+    _exit(127);
+}
+
+// Stage 1 (only when namespaces are joined by path, or a time namespace is new): join,
+// unshare, then fork init as a sibling (CLONE_PARENT) so Berth stays init's parent.
+__attribute__((noreturn)) static void stage1_main(const berth_plan *p) {
+    // The user namespace goes first so the joins after it are done with its privileges.
+    for (int i = 0; i < p->njoins; i++) {
+        if (p->joins[i].nstype != CLONE_NEWUSER) continue;
+        if (setns(p->joins[i].fd, CLONE_NEWUSER) != 0)
+            fail(BERTH_STAGE_SETNS, errno, p->joins[i].index);
+    }
+    for (int i = 0; i < p->njoins; i++) {
+        if (p->joins[i].nstype == CLONE_NEWUSER) continue;
+        if (setns(p->joins[i].fd, p->joins[i].nstype) != 0)
+            fail(BERTH_STAGE_SETNS, errno, p->joins[i].index);
+    }
+    if (p->unshare_flags && unshare(p->unshare_flags) != 0) fail(BERTH_STAGE_UNSHARE, errno, -1);
+    if (p->new_userns) {
+        send_record(BERTH_MSG_NEED_MAPS, 0, -1, 0);
+        wait_go();
+    }
+    if (p->timens_offsets) {
+        int fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
+        if (fd < 0) fail(BERTH_STAGE_TIMENS, errno, -1);
+        size_t len = c_strlen(p->timens_offsets);
+        if (write(fd, p->timens_offsets, len) != (ssize_t)len) fail(BERTH_STAGE_TIMENS, errno, -1);
+        close(fd);
+    }
+    long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+    if (pid < 0) fail(BERTH_STAGE_FORK_INIT, errno, -1);
+    if (pid == 0) {
+        // Our parent is now Berth itself: die with it until the container is recorded.
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
+        init_main(p);
+    }
+    send_record(BERTH_MSG_INIT_PID, 0, -1, (int32_t)pid);
+    _exit(0);
+}
+
+__attribute__((noreturn)) static void child_main(const berth_plan *p) {
+    child_sync = p->sync_fd;
+    // Holding the parent's end would hide the parent's death from wait_go().
+    close(p->parent_sync_fd);
+    // If Berth dies before the container is recorded, this process must not survive it.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
+    wait_go(); // cgroup placement, id maps
+    if (p->stage_mode) stage1_main(p);
+    init_main(p);
+}
+
+// ---------------------------------------------------------------------------------
+// Parent side.
+// ---------------------------------------------------------------------------------
+
+int cb_spawn(const berth_plan *p, int *in_cgroup) {
+    *in_cgroup = 0;
+    struct cb_clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = (uint64_t)(unsigned)p->fast_clone_flags;
+    args.exit_signal = SIGCHLD;
+    if (p->cgroup_fd >= 0) {
+        // Born in its cgroup: no code of the container ever runs outside it.
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)p->cgroup_fd;
+    }
+    // With a NULL stack clone3 behaves like fork: the child continues on a private copy.
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
+        pid = syscall(SYS_clone, (unsigned long)(p->fast_clone_flags | SIGCHLD), 0, 0, 0, 0);
+    } else if (pid >= 0 && p->cgroup_fd >= 0) {
+        *in_cgroup = 1;
+    }
+    if (pid < 0) return -errno;
+    if (pid == 0) child_main(p);
+    return (int)pid;
+}
+
+int cb_setns(int fd, int nstype) { return setns(fd, nstype) == 0 ? 0 : -errno; }
+
+int cb_pidfd_open(int pid) {
+    long r = syscall(SYS_pidfd_open, pid, 0);
+    return r < 0 ? -errno : (int)r;
+}
+
+int cb_pidfd_send_signal(int pidfd, int sig) {
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) == 0 ? 0 : -errno;
+}
+
+int cb_prctl_set_child_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int cb_socketpair_seqpacket(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : -errno;
+}
+
+int cb_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }
+
+int cb_wait_status_exited(int status) { return WIFEXITED(status); }
+int cb_wait_exit_status(int status) { return WEXITSTATUS(status); }
+int cb_wait_signaled(int status) { return WIFSIGNALED(status); }
+int cb_wait_term_signal(int status) { return WTERMSIG(status); }
+
+int cb_block_all_signals(void) {
+    sigset_t all;
+    sigfillset(&all);
+    return sigprocmask(SIG_BLOCK, &all, NULL) == 0 ? 0 : -errno;
+}
+
+int cb_unblock_all_signals(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    return sigprocmask(SIG_SETMASK, &none, NULL) == 0 ? 0 : -errno;
+}
+
+int cb_sigwait_any(int *pid_out) {
+    sigset_t all;
+    sigfillset(&all);
+    siginfo_t si;
+    int s;
+    do { s = sigwaitinfo(&all, &si); } while (s < 0 && errno == EINTR);
+    if (s < 0) return -errno;
+    *pid_out = si.si_pid;
+    return s;
+}
+
+int cb_poll_readable(int fd, int timeout_ms) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int r;
+    do { r = poll(&pfd, 1, timeout_ms); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    return r > 0 ? 1 : 0;
+}
