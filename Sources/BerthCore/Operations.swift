@@ -1,6 +1,5 @@
 import BerthSpec
 import CBerth
-import FoundationEssentials
 import Glibc
 
 public struct CreateOptions {
@@ -86,7 +85,7 @@ public struct Runtime {
                 ociVersion: ociSpecVersion, id: id, pid: l.initPid, startTime: info.startTime,
                 bundle: bundle, rootfs: rootfs, created: WallClock.rfc3339(nanos: true),
                 annotations: spec.annotations, owner: "", cgroup: cgroupDir, cgroupCreated: cgroupMade,
-                ownPidNamespace: plan.ownPidNamespace, started: false)
+                ownPidNamespace: plan.ownPidNamespace)
             let rec = ContainerRecord(dir: dir, state: state)
             try store.save(rec)
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }

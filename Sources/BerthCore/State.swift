@@ -1,5 +1,4 @@
 import BerthSpec
-import FoundationEssentials
 import Glibc
 
 public enum Status: String, Sendable {
@@ -12,7 +11,7 @@ public enum Status: String, Sendable {
 
 /// What Berth records in `<root>/<id>/state.json`. The status is not stored: it is derived
 /// on every call from the live init process (see `ContainerRecord.status`).
-public struct StoredState: Codable, Sendable {
+public struct StoredState: Decodable, Sendable {
     public var ociVersion: String
     public var id: String
     public var pid: Int32
@@ -30,8 +29,21 @@ public struct StoredState: Codable, Sendable {
     /// True when the container has its own pid namespace: killing init then ends every
     /// process of the container.
     public var ownPidNamespace: Bool
-    /// True when `start` has released init (the fifo is gone).
-    public var started: Bool?
+}
+
+extension StoredState {
+    var json: JSON {
+        let s: (String) -> JSON = { .string($0) }
+        var f: [(String, JSON)] = [
+            ("ociVersion", s(ociVersion)), ("id", s(id)), ("pid", .int(Int64(pid))),
+            ("startTime", .int(Int64(startTime))), ("bundle", s(bundle)), ("rootfs", s(rootfs)),
+            ("created", s(created)), ("owner", s(owner)), ("ownPidNamespace", .bool(ownPidNamespace)),
+        ]
+        if let a = annotations { f.append(("annotations", .object(a.keys.sorted().map { ($0, s(a[$0]!)) }))) }
+        if let c = cgroup { f.append(("cgroup", s(c))) }
+        if let c = cgroupCreated { f.append(("cgroupCreated", .array(c.map(s)))) }
+        return .object(f)
+    }
 }
 
 public struct ContainerRecord {
@@ -116,7 +128,7 @@ public struct StateStore {
             throw BerthError("container does not exist")
         }
         do {
-            let st = try JSONDecoder().decode(StoredState.self, from: Data(bytes))
+            let st = try JSONValue.parse(bytes).decode(StoredState.self)
             return ContainerRecord(dir: d, state: st)
         } catch {
             throw BerthError("\(d)/state.json: corrupt state: \(error)")
@@ -124,9 +136,7 @@ public struct StateStore {
     }
 
     func save(_ rec: ContainerRecord) throws(BerthError) {
-        let data: Data
-        do { data = try JSONEncoder().encode(rec.state) } catch { throw BerthError("encode state: \(error)") }
-        try FS.writeAtomically(rec.dir + "/state.json", [UInt8](data), mode: 0o600)
+        try FS.writeAtomically(rec.dir + "/state.json", Array(rec.state.json.render(indent: nil).utf8), mode: 0o600)
     }
 
     public func ids() -> [String] {

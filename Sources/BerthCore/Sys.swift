@@ -125,9 +125,12 @@ enum FS {
     }
 
     static func currentDirectory() -> String {
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard getcwd(&buf, buf.count) != nil else { return "/" }
-        return String(cString: buf)
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let ok = buf.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { getcwd($0, b.count) != nil }
+        }
+        guard ok, let end = buf.firstIndex(of: 0) else { return "/" }
+        return String(decoding: buf[..<end], as: UTF8.self)
     }
 }
 

@@ -1,5 +1,3 @@
-import FoundationEssentials
-
 /// A problem with a bundle's configuration: which file, where in it (a JSON path such as
 /// `linux.namespaces[2].type`), and what is wrong.
 public struct SpecError: Error, Equatable, CustomStringConvertible {
@@ -21,9 +19,13 @@ public enum NamespaceKind: String, CaseIterable, Sendable {
 extension Spec {
     /// Decodes and validates a config.json. Every error names the file and the JSON path.
     public static func load(_ bytes: [UInt8], file: String = "config.json") throws(SpecError) -> Spec {
+        let tree: JSONValue
+        do { tree = try JSONValue.parse(bytes) } catch {
+            throw SpecError(file: file, "", "invalid JSON: \(error)")
+        }
         let spec: Spec
         do {
-            spec = try JSONDecoder().decode(Spec.self, from: Data(bytes))
+            spec = try tree.decode(Spec.self)
         } catch let e as DecodingError {
             throw SpecError.from(e, file: file)
         } catch {
@@ -174,33 +176,10 @@ extension SpecError {
             }
             return out
         }
-        func typeName(_ t: Any.Type) -> String {
-            switch t {
-            case is String.Type: return "a string"
-            case is Bool.Type: return "a boolean"
-            case is UInt32.Type: return "an unsigned 32-bit integer"
-            case is Int64.Type, is Int.Type: return "an integer"
-            case is Double.Type: return "a number"
-            default:
-                let n = String(describing: t)
-                if n.hasPrefix("Array") { return "an array" }
-                if n.hasPrefix("Dictionary") { return "an object" }
-                return "an object"
-            }
-        }
         switch e {
         case .keyNotFound(let key, let ctx):
             return SpecError(file: file, path(ctx.codingPath + [key]), "missing required field")
-        case .typeMismatch(let t, let ctx):
-            return SpecError(file: file, path(ctx.codingPath), "expected \(typeName(t))")
-        case .valueNotFound(let t, let ctx):
-            return SpecError(file: file, path(ctx.codingPath), "expected \(typeName(t)), found null")
-        case .dataCorrupted(let ctx):
-            if ctx.codingPath.isEmpty {
-                var why = ctx.debugDescription
-                if let u = ctx.underlyingError { why = "\(u)" }
-                return SpecError(file: file, "", "invalid JSON: \(oneLine(why))")
-            }
+        case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx), .dataCorrupted(let ctx):
             return SpecError(file: file, path(ctx.codingPath), oneLine(ctx.debugDescription))
         @unknown default:
             return SpecError(file: file, "", "cannot decode: \(e)")

@@ -556,6 +556,10 @@ __attribute__((noreturn)) static void child_main(const berth_plan *p) {
     close(p->parent_sync_fd);
     // If Berth dies before the container is recorded, this process must not survive it.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
+    // CVE-2019-5736: until execve this process *is* the berth binary. Non-dumpable, its
+    // /proc/PID/exe and fds cannot be opened by processes already in a joined namespace;
+    // execve of the container's program makes it dumpable again.
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     wait_go(); // cgroup placement, id maps
     if (p->stage_mode) stage1_main(p);
     init_main(p);
