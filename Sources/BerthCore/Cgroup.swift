@@ -43,6 +43,17 @@ struct Cgroup {
         return mount + cleaned
     }
 
+    /// The directories `create` would make, deepest last.
+    static func missing(_ dir: String, mount: String) -> [String] {
+        var out: [String] = []
+        var cur = mount
+        for comp in dir.dropFirst(mount.count).split(separator: "/") {
+            cur += "/" + comp
+            if !FS.isDirectory(cur) { out.append(cur) }
+        }
+        return out
+    }
+
     /// Creates the directory and missing parents below `mount`. Returns the directories
     /// Berth made, deepest last, so delete removes exactly those.
     static func create(_ dir: String, mount: String) throws(BerthError) -> [String] {

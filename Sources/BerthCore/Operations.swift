@@ -71,21 +71,40 @@ public struct Runtime {
             FS.removeTree(dir)
         }
         do throws(BerthError) {
-            if let mount = Cgroup.mountPoint() {
+            var cgroupPlanned: [String] = []
+            let cgroupMount = Cgroup.mountPoint()
+            if let mount = cgroupMount {
                 let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount)
-                cgroupMade = try Cgroup.create(cg, mount: mount)
                 cgroupDir = cg
+                cgroupPlanned = Cgroup.missing(cg, mount: mount)
+                // Berth's default parent is shared by its containers: each delete tries to
+                // remove it, and the last one succeeds.
+                if (spec.linux?.cgroupsPath ?? "").isEmpty && !cgroupPlanned.contains(mount + "/berth") {
+                    cgroupPlanned.insert(mount + "/berth", at: 0)
+                }
             } else if let p = spec.linux?.cgroupsPath, !p.isEmpty {
                 throw BerthError("config.json: linux.cgroupsPath: no cgroup2 hierarchy is mounted on this host")
+            }
+            // Recorded before anything is made on the host, so a creator killed half-way
+            // leaves a record that `delete` can clean up.
+            var state = StoredState(
+                ociVersion: ociSpecVersion, id: id, pid: 0, startTime: 0,
+                bundle: bundle, rootfs: rootfs, created: WallClock.rfc3339(nanos: true),
+                annotations: spec.annotations, owner: "", cgroup: cgroupDir, cgroupCreated: cgroupPlanned,
+                creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
+                ownPidNamespace: plan.ownPidNamespace)
+            try store.save(ContainerRecord(dir: dir, state: state))
+            if let cg = cgroupDir, let mount = cgroupMount {
+                cgroupMade = try Cgroup.create(cg, mount: mount)
             }
             let l = try Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir).launch()
             launched = l
             guard let info = ProcStat.read(pid: l.initPid) else { throw BerthError("container init exited unexpectedly") }
-            let state = StoredState(
-                ociVersion: ociSpecVersion, id: id, pid: l.initPid, startTime: info.startTime,
-                bundle: bundle, rootfs: rootfs, created: WallClock.rfc3339(nanos: true),
-                annotations: spec.annotations, owner: "", cgroup: cgroupDir, cgroupCreated: cgroupMade,
-                ownPidNamespace: plan.ownPidNamespace)
+            state.pid = l.initPid
+            state.startTime = info.startTime
+            state.cgroupCreated = cgroupPlanned.filter { !cgroupMade.contains($0) } + cgroupMade
+            state.creatorPid = nil
+            state.creatorStartTime = nil
             let rec = ContainerRecord(dir: dir, state: state)
             try store.save(rec)
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }

@@ -26,6 +26,10 @@ public struct StoredState: Decodable, Sendable {
     public var cgroup: String?
     /// The cgroup directories Berth created for it (removed at delete), deepest last.
     public var cgroupCreated: [String]?
+    /// While `create` runs (pid is 0 then): the creator, so a creator that died half-way
+    /// leaves a record `delete` can clean up, and a live one shows as "creating".
+    public var creatorPid: Int32?
+    public var creatorStartTime: UInt64?
     /// True when the container has its own pid namespace: killing init then ends every
     /// process of the container.
     public var ownPidNamespace: Bool
@@ -42,6 +46,8 @@ extension StoredState {
         if let a = annotations { f.append(("annotations", .object(a.keys.sorted().map { ($0, s(a[$0]!)) }))) }
         if let c = cgroup { f.append(("cgroup", s(c))) }
         if let c = cgroupCreated { f.append(("cgroupCreated", .array(c.map(s)))) }
+        if let c = creatorPid { f.append(("creatorPid", .int(Int64(c)))) }
+        if let c = creatorStartTime { f.append(("creatorStartTime", .int(Int64(c)))) }
         return .object(f)
     }
 }
@@ -56,6 +62,10 @@ public struct ContainerRecord {
     /// a different start time means stopped; a frozen cgroup means paused; init still
     /// blocked before exec (the fifo is there) means created.
     public var status: Status {
+        if state.pid == 0, let c = state.creatorPid, let info = ProcStat.read(pid: c),
+           info.startTime == state.creatorStartTime, info.state != "Z" {
+            return .creating
+        }
         guard state.pid > 0, let info = ProcStat.read(pid: state.pid) else { return .stopped }
         if info.state == "Z" || info.state == "X" || info.startTime != state.startTime { return .stopped }
         if let cg = state.cgroup, FS.readString(cg + "/cgroup.freeze")?.first == "1" { return .paused }
@@ -81,12 +91,12 @@ public struct ContainerRecord {
     }
 }
 
-enum ProcStat {
-    struct Info { var state: Character; var startTime: UInt64 }
+public enum ProcStat {
+    public struct Info { public var state: Character; public var startTime: UInt64 }
 
     /// Parses /proc/PID/stat. The command name (field 2) may hold spaces and parentheses,
     /// so fields are counted after the last ')'.
-    static func read(pid: Int32) -> Info? {
+    public static func read(pid: Int32) -> Info? {
         guard let s = FS.readString("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return nil }
         let rest = s[s.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
         // rest[0] is field 3 (state); field 22 (starttime) is rest[19].

@@ -1,0 +1,230 @@
+"""What a container looks like from inside: namespaces, mounts, process settings."""
+import os
+import re
+import stat
+import tempfile
+
+from conftest import wait_for
+
+
+def test_process_is_pid_1_and_sees_only_its_processes(env):
+    p = env.run(["sh", "-c", "echo $$; ls /proc | grep -E '^[0-9]+$' | wc -l"])
+    assert p.returncode == 0, p.stderr
+    pid, count = p.stdout.split()
+    assert pid == "1"
+    # sh, ls, grep and wc at most: no host process is visible.
+    assert int(count) <= 4
+
+
+def test_hostname_and_domainname(env):
+    def m(c):
+        c["hostname"] = "box-one"
+        c["domainname"] = "example.test"
+    p = env.run(["sh", "-c", "hostname; cat /proc/sys/kernel/domainname"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["box-one", "example.test"]
+    assert os.uname().nodename != "box-one"
+
+
+def test_user_group_umask_cwd_env(env):
+    def m(c):
+        c["process"]["user"] = {"uid": 1234, "gid": 2345, "additionalGids": [3456, 4567], "umask": 0o027}
+        c["process"]["cwd"] = "/tmp"
+        c["process"]["env"].append("GREETING=hello there")
+    p = env.run(["sh", "-c", "id -u; id -g; id -G; umask; pwd; echo \"$GREETING\"; touch f; stat -c %a f"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "1234"
+    assert lines[1] == "2345"
+    assert sorted(lines[2].split()) == ["2345", "3456", "4567"]
+    assert lines[3] == "0027"
+    assert lines[4] == "/tmp"
+    assert lines[5] == "hello there"
+    assert lines[6] == "640"
+
+
+def test_mounts_as_configured(env):
+    host_dir = os.path.join(env.tmp, "shared")
+    os.makedirs(host_dir)
+    with open(os.path.join(host_dir, "hello.txt"), "w") as f:
+        f.write("from the host\n")
+    host_file = os.path.join(env.tmp, "single-file")
+    with open(host_file, "w") as f:
+        f.write("just a file\n")
+
+    def m(c):
+        c["mounts"] += [
+            {"destination": "/data/ro", "type": "bind", "source": host_dir, "options": ["rbind", "ro", "nosuid"]},
+            {"destination": "/data/rw", "type": "none", "source": host_dir, "options": ["bind"]},
+            {"destination": "/etc/single", "type": "bind", "source": host_file, "options": ["ro"]},
+            {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "mode=700", "noexec"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "nodev", "noexec"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "nodev", "noexec"]},
+        ]
+    script = (
+        "cat /data/ro/hello.txt; "
+        "touch /data/ro/nope 2>/dev/null && echo ro-writable || echo ro-refused; "
+        "echo written > /data/rw/out.txt && echo rw-ok; "
+        "cat /etc/single; "
+        "stat -c %a /scratch; "
+        "grep -E ' /(scratch|data/ro|dev/mqueue|sys) ' /proc/self/mountinfo"
+    )
+    p = env.run(["sh", "-c", script], mutate=m)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "from the host" in out
+    assert "ro-refused" in out
+    assert "rw-ok" in out
+    assert "just a file" in out
+    assert "\n700\n" in out
+    with open(os.path.join(host_dir, "out.txt")) as f:
+        assert f.read() == "written\n"
+    assert not os.path.exists(os.path.join(host_dir, "nope"))
+    mi = {l.split()[4]: l for l in out.splitlines() if l.count(" - ") == 1}
+    assert re.search(r"\bro\b", mi["/data/ro"].split(" - ")[0]) and "nosuid" in mi["/data/ro"]
+    assert "noexec" in mi["/scratch"] and "tmpfs" in mi["/scratch"]
+    assert "mqueue" in mi["/dev/mqueue"]
+    assert "sysfs" in mi["/sys"] and " ro," in mi["/sys"] + ","
+
+
+def test_readonly_root_and_default_devices(env):
+    p = env.run(["sh", "-c",
+                 "touch /x 2>/dev/null && echo writable || echo readonly; "
+                 "stat -c '%n %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; "
+                 "for l in /dev/fd /dev/stdin /dev/ptmx; do readlink $l; done; echo data > /dev/null && echo null-ok"])
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "readonly" in out
+    for line in ["/dev/null 1:3 666", "/dev/zero 1:5 666", "/dev/full 1:7 666",
+                 "/dev/random 1:8 666", "/dev/urandom 1:9 666", "/dev/tty 5:0 666"]:
+        assert line in out
+    assert "/proc/self/fd\n/proc/self/fd/0\npts/ptmx" in out
+    assert "null-ok" in out
+
+
+def test_linux_devices(env):
+    def m(c):
+        c["linux"]["devices"] = [
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 7, "gid": 8},
+            {"path": "/dev/sub/myfifo", "type": "p", "fileMode": 0o640},
+        ]
+    p = env.run(["stat", "-c", "%n %F %t:%T %a %u %g", "/dev/fuse", "/dev/sub/myfifo"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "/dev/fuse character special file a:e5 600 7 8"
+    assert lines[1].startswith("/dev/sub/myfifo fifo") and " 640 " in lines[1]
+
+
+def test_host_dev_null_untouched(env):
+    before = os.stat("/dev/null")
+    def m(c):
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+    p = env.run(["sh", "-c", "echo hi > /dev/null; echo ok"], mutate=m)
+    assert p.returncode == 0 and p.stdout == "ok\n", p.stderr
+    after = os.stat("/dev/null")
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+
+
+def test_no_pivot(env):
+    p = env.run(["sh", "-c", "cat /proc/self/mountinfo | wc -l; ls /"], extra=["--no-pivot"])
+    assert p.returncode == 0, p.stderr
+    assert "proc" in p.stdout.split()
+
+
+def test_joined_namespaces_are_shared(env):
+    # A first container with its own network, uts and ipc namespaces...
+    a = env.bundle(["sleep", "60"], name="a", mutate=lambda c: c.update(hostname="first-box"))
+    ida = env.new_id("a")
+    env.detach(a, ida)
+    pid = env.state(ida)["pid"]
+    host_net = os.readlink(f"/proc/{pid}/ns/net")
+    host_ipc = os.readlink(f"/proc/{pid}/ns/ipc")
+
+    # ...and a second that joins them by path, with its own pid and mount namespaces.
+    def m(c):
+        c["hostname"] = ""
+        c["linux"]["namespaces"] = [
+            {"type": "pid"}, {"type": "mount"},
+            {"type": "network", "path": f"/proc/{pid}/ns/net"},
+            {"type": "uts", "path": f"/proc/{pid}/ns/uts"},
+            {"type": "ipc", "path": f"/proc/{pid}/ns/ipc"},
+        ]
+    p = env.run(["sh", "-c", "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; echo $$"], mutate=m, name="b")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines == ["first-box", host_net, host_ipc, "1"]
+
+
+def test_user_namespace_maps_ids(env):
+    out_dir = os.path.join(env.tmp, "out")
+    os.makedirs(out_dir)
+    os.chmod(out_dir, 0o777)
+
+    def m(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        # An existing directory: the image belongs to the host's root, which the
+        # namespace's root cannot write to, so a new mount point could not be made.
+        c["mounts"].append({"destination": "/home", "type": "bind", "source": out_dir, "options": ["bind"]})
+    p = env.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /home/made-inside"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    lines = [l.split() for l in p.stdout.splitlines()]
+    assert lines[0] == ["0", "100000", "65536"]
+    assert lines[1] == ["0", "200000", "65536"]
+    assert lines[2] == ["0"]
+    st = os.stat(os.path.join(out_dir, "made-inside"))
+    assert (st.st_uid, st.st_gid) == (100000, 200000)
+
+
+def test_time_namespace_offsets(env):
+    def m(c):
+        c["linux"]["namespaces"].append({"type": "time"})
+        c["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 1000, "nanosecs": 0}}
+    p = env.run(["cat", "/proc/uptime"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    inside = float(p.stdout.split()[0])
+    with open("/proc/uptime") as f:
+        host = float(f.read().split()[0])
+    assert 86400 * 1000 - 1 <= inside - host < 86400 * 1000 + 60
+
+
+def test_preserve_fds_and_no_leaks(env):
+    r, w = os.pipe()
+    extra = os.open("/dev/null", os.O_RDONLY)  # an fd that must not reach the container
+    saved = os.dup(3) if _is_open(3) else None
+    try:
+        os.dup2(r, 3, inheritable=True)
+        b = env.bundle(["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '; readlink /proc/self/fd/3"])
+        cid = env.new_id()
+        p = env.berth("run", "--preserve-fds", "1", "--bundle", b, cid, check=False, pass_fds=(3, extra))
+    finally:
+        if saved is not None:
+            os.dup2(saved, 3)
+            os.close(saved)
+        elif r != 3:
+            os.close(3)
+        for fd in {r, w, extra} - {3}:
+            os.close(fd)
+    assert p.returncode == 0, p.stderr
+    fds, link = p.stdout.rsplit(" ", 1)[0], p.stdout.split()[-1]
+    # 0, 1, 2, the preserved 3, and ls's own directory fd.
+    assert fds.split()[:4] == ["0", "1", "2", "3"]
+    assert len(fds.split()) == 5
+    assert link.startswith("pipe:")
+
+
+def test_rootfs_propagation_private(env):
+    def m(c):
+        c["linux"]["rootfsPropagation"] = "private"
+    p = env.run(["grep", "-E", "^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ", "/proc/self/mountinfo"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert "shared:" not in p.stdout and "master:" not in p.stdout
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
