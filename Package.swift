@@ -15,6 +15,6 @@ let package = Package(
         .target(name: "BerthSpec"),
         .target(name: "BerthCore", dependencies: ["BerthSpec", "CBerth"]),
         .executableTarget(name: "berth", dependencies: ["BerthCore", "BerthSpec", "CBerth"]),
-        .testTarget(name: "BerthTests", dependencies: ["BerthCore", "BerthSpec"]),
+        .testTarget(name: "BerthTests", dependencies: ["BerthCore", "BerthSpec", "CBerth"]),
     ]
 )

@@ -1,11 +1,21 @@
+import CBerth
 import Glibc
 
 /// The container's cgroup v2 directory: placement, freeze state and kill. Resource
 /// limits come with the full cgroup manager; until then `linux.resources` is refused.
 struct Cgroup {
     /// Where the cgroup2 hierarchy is mounted: /sys/fs/cgroup on a pure v2 host,
-    /// /sys/fs/cgroup/unified on a hybrid one. Read from mountinfo, never guessed.
-    static func mountPoint(mountinfo: String? = FS.readString("/proc/self/mountinfo")) -> String? {
+    /// /sys/fs/cgroup/unified on a hybrid one. The two usual places are checked with
+    /// statfs (the filesystem must really be cgroup2); mountinfo is read only when
+    /// neither is.
+    static func mountPoint() -> String? {
+        for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if cb_fs_magic(candidate) == 0x6367_7270 { return candidate } // CGROUP2_SUPER_MAGIC
+        }
+        return mountPoint(mountinfo: FS.readString("/proc/self/mountinfo"))
+    }
+
+    static func mountPoint(mountinfo: String?) -> String? {
         guard let mountinfo else { return nil }
         for line in mountinfo.split(separator: "\n") {
             // ... mountpoint ... - fstype source options

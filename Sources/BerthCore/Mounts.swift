@@ -64,9 +64,16 @@ enum MountTable {
 
     /// Filesystem types the kernel knows, from /proc/filesystems.
     static func kernelFilesystems() -> Set<String> {
+        // Lines are "nodev\tproc" or "\text4": the name follows the last tab. Parsed as
+        // bytes: Character-level splitting costs a measurable part of a container start.
         var out = Set<String>()
-        for line in (FS.readString("/proc/filesystems") ?? "").split(separator: "\n") {
-            if let name = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).last { out.insert(String(name)) }
+        let bytes = (try? FS.readFile("/proc/filesystems")) ?? []
+        var start = 0
+        for i in 0..<bytes.count where bytes[i] == 0x0a {
+            var nameStart = start
+            for j in start..<i where bytes[j] == 0x09 { nameStart = j + 1 }
+            if nameStart < i { out.insert(String(decoding: bytes[nameStart..<i], as: UTF8.self)) }
+            start = i + 1
         }
         return out
     }

@@ -11,7 +11,7 @@ public enum Status: String, Sendable {
 
 /// What Berth records in `<root>/<id>/state.json`. The status is not stored: it is derived
 /// on every call from the live init process (see `ContainerRecord.status`).
-public struct StoredState: Decodable, Sendable {
+public struct StoredState: Sendable {
     public var ociVersion: String
     public var id: String
     public var pid: Int32
@@ -36,6 +36,23 @@ public struct StoredState: Decodable, Sendable {
 }
 
 extension StoredState {
+    init(_ r: JSONReader) throws(SpecError) {
+        ociVersion = try r.string("ociVersion")
+        id = try r.string("id")
+        pid = try r.integer("pid", Int32.self)
+        startTime = try r.integer("startTime", UInt64.self)
+        bundle = try r.string("bundle")
+        rootfs = try r.string("rootfs")
+        created = try r.string("created")
+        annotations = try r.optStringMap("annotations")
+        owner = try r.optString("owner") ?? ""
+        cgroup = try r.optString("cgroup")
+        cgroupCreated = try r.optStrings("cgroupCreated")
+        creatorPid = try r.optInteger("creatorPid", Int32.self)
+        creatorStartTime = try r.optInteger("creatorStartTime", UInt64.self)
+        ownPidNamespace = try r.optBool("ownPidNamespace") ?? false
+    }
+
     var json: JSON {
         let s: (String) -> JSON = { .string($0) }
         var f: [(String, JSON)] = [
@@ -138,7 +155,7 @@ public struct StateStore {
             throw BerthError("container does not exist")
         }
         do {
-            let st = try JSONValue.parse(bytes).decode(StoredState.self)
+            let st = try StoredState(JSONReader(JSONValue.parse(bytes), file: "state.json"))
             return ContainerRecord(dir: d, state: st)
         } catch {
             throw BerthError("\(d)/state.json: corrupt state: \(error)")

@@ -39,7 +39,7 @@ enum FS {
         if fd < 0 { throw .sys(path) }
         defer { close(fd) }
         var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
+        var buf = [UInt8](repeating: 0, count: 8192)
         while true {
             let n = buf.withUnsafeMutableBytes { b in retrying { read(fd, b.baseAddress, b.count) } }
             if n < 0 { throw .sys("read \(path)") }

@@ -1,7 +1,8 @@
-// JSON for Berth: a parser that reports line and column, a value tree, and a Decoder
-// over that tree whose errors carry the full JSON path ("process.user.uid: -1 does not
-// fit ..."). FoundationEssentials' JSONDecoder reports neither the position of a syntax
-// error nor the field of an out-of-range number, and costs start-up time.
+// JSON for Berth: a parser that reports line and column, and a value tree that
+// `JSONReader` turns into typed values with errors naming the JSON path
+// ("process.user.uid: -1 is not an unsigned 32-bit integer"). FoundationEssentials'
+// JSONDecoder reports neither the position of a syntax error nor the field of an
+// out-of-range number, and Codable's generic machinery costs ~1.5 ms at every start.
 
 /// A JSON value. Numbers keep their source text so integers are exact at any width.
 /// Objects keep their key order (duplicates: the last one wins, as in Go).
@@ -52,13 +53,6 @@ public enum JSONValue: Equatable, Sendable {
     public subscript(key: String) -> JSONValue? {
         guard case .object(let o) = self else { return nil }
         return o.last(where: { $0.0 == key })?.1
-    }
-}
-
-extension JSONValue: Decodable {
-    public init(from decoder: Decoder) throws {
-        if let d = decoder as? TreeDecoder { self = d.value; return }
-        throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "JSONValue decodes only through JSONValue.decode"))
     }
 }
 
@@ -235,163 +229,3 @@ private struct Parser {
     }
 }
 
-// MARK: decoding a tree into Decodable types
-
-extension JSONValue {
-    /// Decodes `T` from this value; errors are DecodingErrors whose coding path is the
-    /// JSON path of the offending value.
-    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try T(from: TreeDecoder(value: self, codingPath: []))
-    }
-}
-
-struct IndexKey: CodingKey {
-    var intValue: Int?
-    var stringValue: String
-    init(_ i: Int) { intValue = i; stringValue = "Index \(i)" }
-    init?(intValue: Int) { self.init(intValue) }
-    init?(stringValue: String) { return nil }
-}
-
-final class TreeDecoder: Decoder {
-    let value: JSONValue
-    let codingPath: [any CodingKey]
-    var userInfo: [CodingUserInfoKey: Any] { [:] }
-
-    init(value: JSONValue, codingPath: [any CodingKey]) {
-        self.value = value
-        self.codingPath = codingPath
-    }
-
-    func mismatch(_ expected: Any.Type, _ what: String) -> DecodingError {
-        .typeMismatch(expected, .init(codingPath: codingPath, debugDescription: "expected \(what), found \(value.kindName)"))
-    }
-
-    func container<Key: CodingKey>(keyedBy: Key.Type) throws -> KeyedDecodingContainer<Key> {
-        guard case .object(let pairs) = value else { throw mismatch([String: Any].self, "an object") }
-        var dict: [String: JSONValue] = [:]
-        for (k, v) in pairs { dict[k] = v }
-        return KeyedDecodingContainer(Keyed<Key>(dict: dict, codingPath: codingPath))
-    }
-
-    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
-        guard case .array(let items) = value else { throw mismatch([Any].self, "an array") }
-        return Unkeyed(items: items, codingPath: codingPath)
-    }
-
-    func singleValueContainer() throws -> any SingleValueDecodingContainer { Single(d: self) }
-
-    func integer<T: FixedWidthInteger>(_ t: T.Type, _ name: String) throws -> T {
-        guard case .number(let text) = value else { throw mismatch(t, name) }
-        if let v = T(text) { return v }
-        let out = DecodingError.dataCorrupted(.init(codingPath: codingPath, debugDescription: "\(text) is not \(name)"))
-        throw out
-    }
-}
-
-private struct Single: SingleValueDecodingContainer {
-    let d: TreeDecoder
-    var codingPath: [any CodingKey] { d.codingPath }
-
-    func decodeNil() -> Bool { d.value == .null }
-    func decode(_ t: Bool.Type) throws -> Bool {
-        guard case .bool(let b) = d.value else { throw d.mismatch(t, "a boolean") }
-        return b
-    }
-    func decode(_ t: String.Type) throws -> String {
-        guard case .string(let s) = d.value else { throw d.mismatch(t, "a string") }
-        return s
-    }
-    func decode(_ t: Double.Type) throws -> Double {
-        guard case .number(let n) = d.value, let v = Double(n) else { throw d.mismatch(t, "a number") }
-        return v
-    }
-    func decode(_ t: Float.Type) throws -> Float { Float(try decode(Double.self)) }
-    func decode(_ t: Int.Type) throws -> Int { try d.integer(t, "an integer") }
-    func decode(_ t: Int8.Type) throws -> Int8 { try d.integer(t, "an 8-bit integer") }
-    func decode(_ t: Int16.Type) throws -> Int16 { try d.integer(t, "a 16-bit integer") }
-    func decode(_ t: Int32.Type) throws -> Int32 { try d.integer(t, "a 32-bit integer") }
-    func decode(_ t: Int64.Type) throws -> Int64 { try d.integer(t, "a 64-bit integer") }
-    func decode(_ t: UInt.Type) throws -> UInt { try d.integer(t, "an unsigned integer") }
-    func decode(_ t: UInt8.Type) throws -> UInt8 { try d.integer(t, "an unsigned 8-bit integer") }
-    func decode(_ t: UInt16.Type) throws -> UInt16 { try d.integer(t, "an unsigned 16-bit integer") }
-    func decode(_ t: UInt32.Type) throws -> UInt32 { try d.integer(t, "an unsigned 32-bit integer") }
-    func decode(_ t: UInt64.Type) throws -> UInt64 { try d.integer(t, "an unsigned 64-bit integer") }
-    func decode<T: Decodable>(_ t: T.Type) throws -> T { try T(from: d) }
-}
-
-private struct Keyed<Key: CodingKey>: KeyedDecodingContainerProtocol {
-    let dict: [String: JSONValue]
-    let codingPath: [any CodingKey]
-    var allKeys: [Key] { dict.keys.compactMap { Key(stringValue: $0) } }
-
-    func contains(_ key: Key) -> Bool { dict[key.stringValue] != nil }
-
-    func child(_ key: Key) throws -> TreeDecoder {
-        guard let v = dict[key.stringValue] else {
-            throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "missing"))
-        }
-        return TreeDecoder(value: v, codingPath: codingPath + [key])
-    }
-
-    func decodeNil(forKey key: Key) throws -> Bool { (dict[key.stringValue] ?? .null) == .null }
-    func decode<T: Decodable>(_ t: T.Type, forKey key: Key) throws -> T { try T(from: child(key)) }
-    func decodeIfPresent<T: Decodable>(_ t: T.Type, forKey key: Key) throws -> T? {
-        guard let v = dict[key.stringValue], v != .null else { return nil }
-        return try T(from: TreeDecoder(value: v, codingPath: codingPath + [key]))
-    }
-    func decode(_ t: Bool.Type, forKey key: Key) throws -> Bool { try Single(d: child(key)).decode(t) }
-    func decode(_ t: String.Type, forKey key: Key) throws -> String { try Single(d: child(key)).decode(t) }
-    func decode(_ t: Double.Type, forKey key: Key) throws -> Double { try Single(d: child(key)).decode(t) }
-    func decode(_ t: Float.Type, forKey key: Key) throws -> Float { try Single(d: child(key)).decode(t) }
-    func decode(_ t: Int.Type, forKey key: Key) throws -> Int { try Single(d: child(key)).decode(t) }
-    func decode(_ t: Int8.Type, forKey key: Key) throws -> Int8 { try Single(d: child(key)).decode(t) }
-    func decode(_ t: Int16.Type, forKey key: Key) throws -> Int16 { try Single(d: child(key)).decode(t) }
-    func decode(_ t: Int32.Type, forKey key: Key) throws -> Int32 { try Single(d: child(key)).decode(t) }
-    func decode(_ t: Int64.Type, forKey key: Key) throws -> Int64 { try Single(d: child(key)).decode(t) }
-    func decode(_ t: UInt.Type, forKey key: Key) throws -> UInt { try Single(d: child(key)).decode(t) }
-    func decode(_ t: UInt8.Type, forKey key: Key) throws -> UInt8 { try Single(d: child(key)).decode(t) }
-    func decode(_ t: UInt16.Type, forKey key: Key) throws -> UInt16 { try Single(d: child(key)).decode(t) }
-    func decode(_ t: UInt32.Type, forKey key: Key) throws -> UInt32 { try Single(d: child(key)).decode(t) }
-    func decode(_ t: UInt64.Type, forKey key: Key) throws -> UInt64 { try Single(d: child(key)).decode(t) }
-
-    func nestedContainer<NestedKey: CodingKey>(keyedBy: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
-        try child(key).container(keyedBy: NestedKey.self)
-    }
-    func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer { try child(key).unkeyedContainer() }
-    func superDecoder() throws -> any Decoder { TreeDecoder(value: .object(dict.map { ($0.key, $0.value) }), codingPath: codingPath) }
-    func superDecoder(forKey key: Key) throws -> any Decoder { try child(key) }
-}
-
-private struct Unkeyed: UnkeyedDecodingContainer {
-    let items: [JSONValue]
-    let codingPath: [any CodingKey]
-    var currentIndex = 0
-    var count: Int? { items.count }
-    var isAtEnd: Bool { currentIndex >= items.count }
-
-    init(items: [JSONValue], codingPath: [any CodingKey]) {
-        self.items = items
-        self.codingPath = codingPath
-    }
-
-    mutating func next() throws -> TreeDecoder {
-        guard !isAtEnd else {
-            throw DecodingError.valueNotFound(Any.self, .init(codingPath: codingPath, debugDescription: "array ended"))
-        }
-        let d = TreeDecoder(value: items[currentIndex], codingPath: codingPath + [IndexKey(currentIndex)])
-        currentIndex += 1
-        return d
-    }
-
-    mutating func decodeNil() throws -> Bool {
-        if !isAtEnd && items[currentIndex] == .null { currentIndex += 1; return true }
-        return false
-    }
-    mutating func decode<T: Decodable>(_ t: T.Type) throws -> T { try T(from: next()) }
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
-        try next().container(keyedBy: NestedKey.self)
-    }
-    mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer { try next().unkeyedContainer() }
-    mutating func superDecoder() throws -> any Decoder { try next() }
-}

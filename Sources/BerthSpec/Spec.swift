@@ -2,11 +2,12 @@
 //
 // Only fields Berth acts on are typed; fields it does not implement yet are kept as
 // `JSONValue?` so `Spec.validate` can refuse them by name. Unknown keys are ignored, as
-// runc (Go's encoding/json) ignores them.
+// runc (Go's encoding/json) ignores them. Each type reads itself from a `JSONReader`
+// (explicit code rather than Codable: errors name the path, and start-up stays fast).
 
 public let ociSpecVersion = "1.3.0"
 
-public struct Spec: Decodable, Sendable {
+public struct Spec: Sendable {
     public var ociVersion: String
     public var process: Process?
     public var root: Root?
@@ -23,7 +24,7 @@ public struct Spec: Decodable, Sendable {
     public var zos: JSONValue?
 }
 
-public struct Process: Decodable, Sendable {
+public struct Process: Sendable {
     public var terminal: Bool?
     public var consoleSize: JSONValue?
     public var user: User
@@ -42,7 +43,7 @@ public struct Process: Decodable, Sendable {
     public var execCPUAffinity: JSONValue?
 }
 
-public struct User: Decodable, Sendable {
+public struct User: Sendable {
     public var uid: UInt32
     public var gid: UInt32
     public var umask: UInt32?
@@ -50,12 +51,12 @@ public struct User: Decodable, Sendable {
     public var username: String?
 }
 
-public struct Root: Decodable, Sendable {
+public struct Root: Sendable {
     public var path: String
     public var readonly: Bool?
 }
 
-public struct Mount: Decodable, Sendable {
+public struct Mount: Sendable {
     public var destination: String
     public var type: String?
     public var source: String?
@@ -64,7 +65,7 @@ public struct Mount: Decodable, Sendable {
     public var gidMappings: JSONValue?
 }
 
-public struct Linux: Decodable, Sendable {
+public struct Linux: Sendable {
     public var namespaces: [Namespace]?
     public var uidMappings: [IDMapping]?
     public var gidMappings: [IDMapping]?
@@ -86,23 +87,23 @@ public struct Linux: Decodable, Sendable {
     public init() {}
 }
 
-public struct Namespace: Decodable, Sendable {
+public struct Namespace: Sendable {
     public var type: String
     public var path: String?
 }
 
-public struct IDMapping: Decodable, Sendable, Equatable {
+public struct IDMapping: Sendable, Equatable {
     public var containerID: UInt32
     public var hostID: UInt32
     public var size: UInt32
 }
 
-public struct TimeOffset: Decodable, Sendable {
+public struct TimeOffset: Sendable {
     public var secs: Int64?
     public var nanosecs: UInt32?
 }
 
-public struct Device: Decodable, Sendable {
+public struct Device: Sendable {
     public var type: String
     public var path: String
     public var major: Int64?
@@ -110,4 +111,122 @@ public struct Device: Decodable, Sendable {
     public var fileMode: UInt32?
     public var uid: UInt32?
     public var gid: UInt32?
+}
+
+// MARK: reading
+
+extension Spec {
+    public init(_ r: JSONReader) throws(SpecError) {
+        ociVersion = try r.string("ociVersion")
+        process = try r.optObject("process").map { (o: JSONReader) throws(SpecError) in try Process(o) }
+        root = try r.optObject("root").map { (o: JSONReader) throws(SpecError) in try Root(o) }
+        hostname = try r.optString("hostname")
+        domainname = try r.optString("domainname")
+        mounts = try r.optObjects("mounts") { (o: JSONReader) throws(SpecError) in try Mount(o) }
+        hooks = r.raw("hooks")
+        annotations = try r.optStringMap("annotations")
+        linux = try r.optObject("linux").map { (o: JSONReader) throws(SpecError) in try Linux(o) }
+        solaris = r.raw("solaris")
+        windows = r.raw("windows")
+        vm = r.raw("vm")
+        zos = r.raw("zos")
+    }
+}
+
+extension Process {
+    public init(_ r: JSONReader) throws(SpecError) {
+        terminal = try r.optBool("terminal")
+        consoleSize = r.raw("consoleSize")
+        user = try User(r.object("user"))
+        args = try r.optStrings("args")
+        commandLine = try r.optString("commandLine")
+        env = try r.optStrings("env")
+        cwd = try r.string("cwd")
+        capabilities = r.raw("capabilities")
+        rlimits = r.raw("rlimits")
+        noNewPrivileges = try r.optBool("noNewPrivileges")
+        apparmorProfile = try r.optString("apparmorProfile")
+        oomScoreAdj = try r.optInteger("oomScoreAdj", Int.self)
+        selinuxLabel = try r.optString("selinuxLabel")
+        scheduler = r.raw("scheduler")
+        ioPriority = r.raw("ioPriority")
+        execCPUAffinity = r.raw("execCPUAffinity")
+    }
+}
+
+extension User {
+    public init(_ r: JSONReader) throws(SpecError) {
+        uid = try r.integer("uid", UInt32.self)
+        gid = try r.integer("gid", UInt32.self)
+        umask = try r.optInteger("umask", UInt32.self)
+        let file = r.file
+        additionalGids = try r.optArray("additionalGids") { (v, p) throws(SpecError) in
+            try JSONReader.integer(v, UInt32.self, path: p, file: file)
+        }
+        username = try r.optString("username")
+    }
+}
+
+extension Root {
+    public init(_ r: JSONReader) throws(SpecError) {
+        path = try r.string("path")
+        readonly = try r.optBool("readonly")
+    }
+}
+
+extension Mount {
+    public init(_ r: JSONReader) throws(SpecError) {
+        destination = try r.string("destination")
+        type = try r.optString("type")
+        source = try r.optString("source")
+        options = try r.optStrings("options")
+        uidMappings = r.raw("uidMappings")
+        gidMappings = r.raw("gidMappings")
+    }
+}
+
+extension Linux {
+    public init(_ r: JSONReader) throws(SpecError) {
+        namespaces = try r.optObjects("namespaces") { (o: JSONReader) throws(SpecError) in
+            Namespace(type: try o.string("type"), path: try o.optString("path"))
+        }
+        uidMappings = try r.optObjects("uidMappings") { (o: JSONReader) throws(SpecError) in try IDMapping(o) }
+        gidMappings = try r.optObjects("gidMappings") { (o: JSONReader) throws(SpecError) in try IDMapping(o) }
+        timeOffsets = try r.optObjectMap("timeOffsets") { (o: JSONReader) throws(SpecError) in
+            TimeOffset(secs: try o.optInteger("secs", Int64.self), nanosecs: try o.optInteger("nanosecs", UInt32.self))
+        }
+        devices = try r.optObjects("devices") { (o: JSONReader) throws(SpecError) in try Device(o) }
+        cgroupsPath = try r.optString("cgroupsPath")
+        rootfsPropagation = try r.optString("rootfsPropagation")
+        resources = r.raw("resources")
+        seccomp = r.raw("seccomp")
+        sysctl = r.raw("sysctl")
+        maskedPaths = r.raw("maskedPaths")
+        readonlyPaths = r.raw("readonlyPaths")
+        mountLabel = try r.optString("mountLabel")
+        personality = r.raw("personality")
+        intelRdt = r.raw("intelRdt")
+        memoryPolicy = r.raw("memoryPolicy")
+        netDevices = r.raw("netDevices")
+    }
+}
+
+extension IDMapping {
+    public init(_ r: JSONReader) throws(SpecError) {
+        containerID = try r.integer("containerID", UInt32.self)
+        hostID = try r.integer("hostID", UInt32.self)
+        size = try r.integer("size", UInt32.self)
+    }
+}
+
+extension Device {
+    public init(_ r: JSONReader) throws(SpecError) {
+        type = try r.string("type")
+        path = try r.string("path")
+        major = try r.optInteger("major", Int64.self)
+        minor = try r.optInteger("minor", Int64.self)
+        fileMode = try r.optInteger("fileMode", UInt32.self)
+        uid = try r.optInteger("uid", UInt32.self)
+        gid = try r.optInteger("gid", UInt32.self)
+    }
 }

@@ -23,14 +23,7 @@ extension Spec {
         do { tree = try JSONValue.parse(bytes) } catch {
             throw SpecError(file: file, "", "invalid JSON: \(error)")
         }
-        let spec: Spec
-        do {
-            spec = try tree.decode(Spec.self)
-        } catch let e as DecodingError {
-            throw SpecError.from(e, file: file)
-        } catch {
-            throw SpecError(file: file, "", "cannot decode: \(error)")
-        }
+        let spec = try Spec(JSONReader(tree, file: file))
         try spec.validate(file: file)
         return spec
     }
@@ -162,31 +155,3 @@ extension Spec {
 }
 
 
-extension SpecError {
-    /// Turns a JSONDecoder error into one line that names the JSON path.
-    public static func from(_ e: DecodingError, file: String) -> SpecError {
-        func path(_ keys: [any CodingKey]) -> String {
-            var out = ""
-            for k in keys {
-                if let i = k.intValue, k.stringValue.hasPrefix("Index ") || k.stringValue == String(i) {
-                    out += "[\(i)]"
-                } else {
-                    out += out.isEmpty ? k.stringValue : ".\(k.stringValue)"
-                }
-            }
-            return out
-        }
-        switch e {
-        case .keyNotFound(let key, let ctx):
-            return SpecError(file: file, path(ctx.codingPath + [key]), "missing required field")
-        case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx), .dataCorrupted(let ctx):
-            return SpecError(file: file, path(ctx.codingPath), oneLine(ctx.debugDescription))
-        @unknown default:
-            return SpecError(file: file, "", "cannot decode: \(e)")
-        }
-    }
-
-    static func oneLine(_ s: String) -> String {
-        s.split(whereSeparator: { $0 == "\n" }).joined(separator: " ")
-    }
-}

@@ -648,3 +648,9 @@ int cb_poll_readable(int fd, int timeout_ms) {
     if (r < 0) return -errno;
     return r > 0 ? 1 : 0;
 }
+
+int64_t cb_fs_magic(const char *path) {
+    struct statfs sfs;
+    if (statfs(path, &sfs) != 0) return -errno;
+    return (int64_t)sfs.f_type;
+}

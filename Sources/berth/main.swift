@@ -138,23 +138,6 @@ func exactly(_ n: Int, _ cmd: String, _ f: ParsedFlags) throws(BerthError) -> [S
     return f.positional
 }
 
-/// runc's `list` table: Go's tabwriter with minwidth 12, padding 3; the last column
-/// is not padded.
-func table(_ rows: [[String]]) -> String {
-    guard let cols = rows.first?.count else { return "" }
-    var widths = [Int](repeating: 12, count: cols)
-    for r in rows { for (i, c) in r.enumerated() where i < cols - 1 { widths[i] = max(widths[i], c.count + 3) } }
-    var s = ""
-    for r in rows {
-        for (i, c) in r.enumerated() {
-            s += c
-            if i < cols - 1 { s += String(repeating: " ", count: widths[i] - c.count) }
-        }
-        s += "\n"
-    }
-    return s
-}
-
 func main() -> Int32 {
     var log = Log()
     let argv = CommandLine.arguments

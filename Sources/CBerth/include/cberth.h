@@ -170,6 +170,9 @@ int cb_unblock_all_signals(void);
 // Blocks until fd is readable or timeout_ms passes: 1 readable, 0 timeout, -errno.
 int cb_poll_readable(int fd, int timeout_ms);
 
+// statfs(2) f_type of path (e.g. 0x63677270 for cgroup2), or -errno.
+int64_t cb_fs_magic(const char *path);
+
 // Constants Swift's importer does not see (function-like macros or missing).
 extern const int CB_CLONE_NEWNS, CB_CLONE_NEWUTS, CB_CLONE_NEWIPC, CB_CLONE_NEWUSER,
     CB_CLONE_NEWPID, CB_CLONE_NEWNET, CB_CLONE_NEWCGROUP, CB_CLONE_NEWTIME;

@@ -6,28 +6,29 @@
 // per call (paid by every container start) and does not accept single-dash long flags,
 // which containerd really sends (`-no-subreaper`).
 
-enum FlagKind { case bool, string, int, strings }
+public enum FlagKind: Sendable { case bool, string, int, strings }
 
-struct FlagSpec {
-    var names: [String]
-    var kind: FlagKind
+public struct FlagSpec: Sendable {
+    public var names: [String]
+    public var kind: FlagKind
+    public init(names: [String], kind: FlagKind) { self.names = names; self.kind = kind }
 }
 
-struct ParsedFlags {
-    var bools: [String: Bool] = [:]
-    var strings: [String: String] = [:]
-    var lists: [String: [String]] = [:]
-    var positional: [String] = []
+public struct ParsedFlags {
+    public var bools: [String: Bool] = [:]
+    public var strings: [String: String] = [:]
+    public var lists: [String: [String]] = [:]
+    public var positional: [String] = []
 
-    func bool(_ n: String) -> Bool { bools[n] ?? false }
-    func string(_ n: String) -> String? { strings[n] }
-    func int(_ n: String) -> Int? { strings[n].flatMap { Int($0) } }
+    public func bool(_ n: String) -> Bool { bools[n] ?? false }
+    public func string(_ n: String) -> String? { strings[n] }
+    public func int(_ n: String) -> Int? { strings[n].flatMap { Int($0) } }
 }
 
-struct ArgError: Error { var message: String }
+public struct ArgError: Error { public var message: String }
 
 /// Go's strconv.ParseBool.
-func parseGoBool(_ s: String) -> Bool? {
+public func parseGoBool(_ s: String) -> Bool? {
     switch s {
     case "1", "t", "T", "TRUE", "true", "True": return true
     case "0", "f", "F", "FALSE", "false", "False": return false
@@ -38,7 +39,7 @@ func parseGoBool(_ s: String) -> Bool? {
 /// Parses `args` against `specs`. The canonical name of a flag is its first name. With
 /// `stopAtPositional` (Go's rule) everything after the first positional argument is
 /// positional too.
-func parseFlags(_ args: ArraySlice<String>, _ specs: [FlagSpec], stopAtPositional: Bool = true) throws(ArgError) -> ParsedFlags {
+public func parseFlags(_ args: ArraySlice<String>, _ specs: [FlagSpec], stopAtPositional: Bool = true) throws(ArgError) -> ParsedFlags {
     var out = ParsedFlags()
     var byName: [String: FlagSpec] = [:]
     for s in specs { for n in s.names { byName[n] = s } }
@@ -86,7 +87,7 @@ func parseFlags(_ args: ArraySlice<String>, _ specs: [FlagSpec], stopAtPositiona
 }
 
 /// Signal names and numbers as runc accepts them: "9", "KILL", "SIGKILL", "sigkill".
-func parseSignal(_ s: String) -> Int32? {
+public func parseSignal(_ s: String) -> Int32? {
     if let n = Int32(s) { return n > 0 && n < 65 ? n : nil }
     var name = s.uppercased()
     if name.hasPrefix("SIG") { name.removeFirst(3) }
@@ -95,10 +96,28 @@ func parseSignal(_ s: String) -> Int32? {
     return signalTable[name]
 }
 
-let signalTable: [String: Int32] = [
+public let signalTable: [String: Int32] = [
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
     "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15,
     "STKFLT": 16, "CHLD": 17, "CLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22,
     "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29,
     "PWR": 30, "SYS": 31, "RTMIN": 34, "RTMAX": 64,
 ]
+
+/// runc's `list` table: Go's tabwriter with minwidth 12, padding 3; the last column
+/// is not padded.
+public func table(_ rows: [[String]]) -> String {
+    guard let cols = rows.first?.count else { return "" }
+    var widths = [Int](repeating: 12, count: cols)
+    for r in rows { for (i, c) in r.enumerated() where i < cols - 1 { widths[i] = max(widths[i], c.count + 3) } }
+    var s = ""
+    for r in rows {
+        for (i, c) in r.enumerated() {
+            s += c
+            if i < cols - 1 { s += String(repeating: " ", count: widths[i] - c.count) }
+        }
+        s += "\n"
+    }
+    return s
+}
+

@@ -1,0 +1,128 @@
+/// Reads typed fields out of a JSON object, with errors that carry the JSON path.
+/// Absent and null fields read as nil for the optional forms (Go's encoding/json treats
+/// them alike); unknown keys are ignored, as Go does.
+public struct JSONReader {
+    public let value: JSONValue
+    public let path: String
+    public let file: String
+    private let fields: [String: JSONValue]
+
+    public init(_ value: JSONValue, path: String = "", file: String = "config.json") throws(SpecError) {
+        guard case .object(let pairs) = value else {
+            throw SpecError(file: file, path, "expected an object, found \(value.kindName)")
+        }
+        var d: [String: JSONValue] = [:]
+        for (k, v) in pairs { d[k] = v }
+        self.value = value
+        self.path = path
+        self.file = file
+        self.fields = d
+    }
+
+    func sub(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
+
+    public func error(_ key: String, _ why: String) -> SpecError { SpecError(file: file, sub(key), why) }
+
+    /// The raw value, nil when absent or null.
+    public func raw(_ key: String) -> JSONValue? {
+        guard let v = fields[key], v != .null else { return nil }
+        return v
+    }
+
+    public func has(_ key: String) -> Bool { raw(key) != nil }
+
+    public func string(_ key: String) throws(SpecError) -> String {
+        guard let v = try optString(key) else { throw error(key, "missing required field") }
+        return v
+    }
+
+    public func optString(_ key: String) throws(SpecError) -> String? {
+        guard let v = raw(key) else { return nil }
+        guard case .string(let s) = v else { throw error(key, "expected a string, found \(v.kindName)") }
+        return s
+    }
+
+    public func optBool(_ key: String) throws(SpecError) -> Bool? {
+        guard let v = raw(key) else { return nil }
+        guard case .bool(let b) = v else { throw error(key, "expected a boolean, found \(v.kindName)") }
+        return b
+    }
+
+    public func integer<T: FixedWidthInteger>(_ key: String, _ t: T.Type) throws(SpecError) -> T {
+        guard let v = try optInteger(key, t) else { throw error(key, "missing required field") }
+        return v
+    }
+
+    public func optInteger<T: FixedWidthInteger>(_ key: String, _ t: T.Type) throws(SpecError) -> T? {
+        guard let v = raw(key) else { return nil }
+        return try JSONReader.integer(v, t, path: sub(key), file: file)
+    }
+
+    static func integer<T: FixedWidthInteger>(_ v: JSONValue, _ t: T.Type, path: String, file: String) throws(SpecError) -> T {
+        let name: String
+        switch (T.isSigned, T.bitWidth) {
+        case (false, 32): name = "an unsigned 32-bit integer"
+        case (false, 64): name = "an unsigned 64-bit integer"
+        case (true, 32): name = "a 32-bit integer"
+        case (true, 64): name = "a 64-bit integer"
+        default: name = T.isSigned ? "an integer" : "an unsigned integer"
+        }
+        guard case .number(let text) = v else { throw SpecError(file: file, path, "expected \(name), found \(v.kindName)") }
+        guard let n = T(text) else { throw SpecError(file: file, path, "\(text) is not \(name)") }
+        return n
+    }
+
+    public func object(_ key: String) throws(SpecError) -> JSONReader {
+        guard let r = try optObject(key) else { throw error(key, "missing required field") }
+        return r
+    }
+
+    public func optObject(_ key: String) throws(SpecError) -> JSONReader? {
+        guard let v = raw(key) else { return nil }
+        return try JSONReader(v, path: sub(key), file: file)
+    }
+
+    /// An array whose elements `each` reads; each gets its element and path ("a.b[3]").
+    public func optArray<T>(_ key: String, _ each: (JSONValue, String) throws(SpecError) -> T) throws(SpecError) -> [T]? {
+        guard let v = raw(key) else { return nil }
+        guard case .array(let items) = v else { throw error(key, "expected an array, found \(v.kindName)") }
+        var out: [T] = []
+        out.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() { out.append(try each(item, "\(sub(key))[\(i)]")) }
+        return out
+    }
+
+    public func optStrings(_ key: String) throws(SpecError) -> [String]? {
+        let f = file
+        return try optArray(key) { (v, p) throws(SpecError) -> String in
+            guard case .string(let s) = v else { throw SpecError(file: f, p, "expected a string, found \(v.kindName)") }
+            return s
+        }
+    }
+
+    public func optObjects<T>(_ key: String, _ each: (JSONReader) throws(SpecError) -> T) throws(SpecError) -> [T]? {
+        let f = file
+        return try optArray(key) { (v, p) throws(SpecError) -> T in try each(try JSONReader(v, path: p, file: f)) }
+    }
+
+    /// An object of string values, such as annotations.
+    public func optStringMap(_ key: String) throws(SpecError) -> [String: String]? {
+        guard let v = raw(key) else { return nil }
+        guard case .object(let pairs) = v else { throw error(key, "expected an object, found \(v.kindName)") }
+        var out: [String: String] = [:]
+        for (k, x) in pairs {
+            guard case .string(let s) = x else { throw error(key + "." + k, "expected a string, found \(x.kindName)") }
+            out[k] = s
+        }
+        return out
+    }
+
+    /// Each key of an object, read by `each` with its own reader.
+    public func optObjectMap<T>(_ key: String, _ each: (JSONReader) throws(SpecError) -> T) throws(SpecError) -> [String: T]? {
+        guard let v = raw(key) else { return nil }
+        guard case .object(let pairs) = v else { throw error(key, "expected an object, found \(v.kindName)") }
+        var out: [String: T] = [:]
+        for (k, x) in pairs { out[k] = try each(try JSONReader(x, path: sub(key) + "." + k, file: file)) }
+        return out
+    }
+}
