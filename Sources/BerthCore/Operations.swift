@@ -57,6 +57,7 @@ public struct Runtime {
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
         } catch { throw BerthError(error.description) }
 
+        debug("create \(id): bundle \(bundle), rootfs \(rootfs), \(plan.mounts.count) mounts, \(plan.devices.count) devices, new namespaces \(plan.newNamespaces.map(\.rawValue).sorted().joined(separator: ",")), joined \(plan.joins.map(\.kind.rawValue).joined(separator: ","))")
         let dir = try store.claim(id)
         var cgroupDir: String?
         var cgroupMade: [String] = []
@@ -97,8 +98,10 @@ public struct Runtime {
             if let cg = cgroupDir, let mount = cgroupMount {
                 cgroupMade = try Cgroup.create(cg, mount: mount)
             }
+            debug("cgroup \(cgroupDir ?? "none") (created: \(cgroupMade.joined(separator: " ")))")
             let l = try Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir).launch()
             launched = l
+            debug("init \(l.initPid) is waiting before execve (\(plan.stageMode ? "stage mode" : "one clone3"))")
             guard let info = ProcStat.read(pid: l.initPid) else { throw BerthError("container init exited unexpectedly") }
             state.pid = l.initPid
             state.startTime = info.startTime
@@ -148,6 +151,7 @@ public struct Runtime {
         close(fd)
         if n != 1 { throw .sys("release container init", e) }
         unlink(rec.fifoPath)
+        debug("started \(rec.state.id): init \(rec.state.pid) released")
     }
 
     // MARK: run
@@ -289,5 +293,6 @@ public struct Runtime {
             Cgroup.destroy(cg, made: rec.state.cgroupCreated ?? [])
         }
         FS.removeTree(rec.dir)
+        debug("deleted \(id) (was \(st.rawValue))")
     }
 }

@@ -9,6 +9,15 @@ public struct BerthError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// Debug messages (`--debug`). The CLI points this at its log; nil means off, and the
+/// message is not even built then. Berth is single-threaded, hence unsafe is fine.
+nonisolated(unsafe) public var debugSink: ((String) -> Void)?
+
+@inline(__always)
+func debug(_ message: @autoclosure () -> String) {
+    if let sink = debugSink { sink(message()) }
+}
+
 /// errno in runc's (Go's) wording: "no such file or directory", "operation not permitted".
 public func errnoWords(_ e: Int32) -> String {
     guard let p = strerror(e) else { return "errno \(e)" }

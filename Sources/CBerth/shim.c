@@ -406,6 +406,11 @@ static const char *errno_words(int e) {
     }
 }
 
+// While init waits for `start` it is our code, and as pid 1 of a new pid namespace the
+// kernel drops signals it has no handler for. A handler that exits makes `kill` of a
+// created container behave as with runc (whose waiting init is a Go program).
+static void die_on_signal(int sig) { _exit(128 + sig); }
+
 static void write_str(int fd, const char *s) { ssize_t r = write(fd, s, c_strlen(s)); (void)r; }
 
 __attribute__((noreturn)) static void init_main(const berth_plan *p) {
@@ -480,6 +485,21 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     wait_go();
     if (prctl(PR_SET_PDEATHSIG, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     send_record(BERTH_MSG_ACK, 0, -1, 0);
+
+    for (int s = 1; s < 32; s++) {
+        if (s == SIGKILL || s == SIGSTOP || s == SIGCHLD || s == SIGCONT || s == SIGTSTP ||
+            s == SIGTTIN || s == SIGTTOU || s == SIGWINCH || s == SIGURG)
+            continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = die_on_signal;
+        (void)sigaction(s, &sa, NULL);
+    }
+    {
+        sigset_t none;
+        sigemptyset(&none);
+        (void)sigprocmask(SIG_SETMASK, &none, NULL);
+    }
 
     // Block until `start` writes a byte to the exec fifo. We hold the fifo read-write, so
     // the read blocks instead of seeing end-of-file while no writer is there.

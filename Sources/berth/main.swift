@@ -29,6 +29,12 @@ struct Log {
         _ = text.withCString { write(fd, $0, strlen($0)) }
     }
 
+    func debugLine(_ msg: String) {
+        if fd >= 0 { line("debug", msg); return }
+        let t = "debug: " + msg + "\n"
+        _ = t.withCString { write(2, $0, strlen($0)) }
+    }
+
     func error(_ msg: String) {
         line("error", msg)
         let t = msg + "\n"
@@ -162,6 +168,10 @@ func main() -> Int32 {
         return 1
     }
     log.debug = global.bool("debug")
+    if log.debug {
+        let l = log
+        debugSink = { l.debugLine($0) }
+    }
     if global.bool("version") {
         out("berth version \(berthVersion)\ncommit: \(berthCommit)\nspec: \(ociSpecVersion)\n")
         return 0

@@ -204,3 +204,13 @@ def test_features(env):
     assert set(f["linux"]["namespaces"]) == {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
     assert "rbind" in f["mountOptions"] and "nosymfollow" in f["mountOptions"]
     assert p.stdout.startswith('{\n    "ociVersionMin"')
+
+
+def test_debug_lines_go_to_the_log(env):
+    log = os.path.join(env.tmp, "debug.json")
+    b = env.bundle(["true"])
+    p = env.berth("--debug", "--log", log, "--log-format", "json", "run", "--bundle", b, env.new_id())
+    entries = [json.loads(l) for l in open(log).read().splitlines()]
+    assert entries and all(e["level"] == "debug" for e in entries)
+    assert any("waiting before execve" in e["msg"] for e in entries)
+    assert p.stderr == ""

@@ -252,3 +252,46 @@ def test_init_dies_with_a_killed_creator(env):
         proc.wait()
         # Whatever state it reached, delete cleans up (a container that completed is fine too).
         subprocess.run([BERTH, "--root", env.root, "delete", "--force", cid], capture_output=True)
+
+
+def test_kill_created_container_with_sigterm(env):
+    # init waits as pid 1 of its namespace; a plain SIGTERM must still end it.
+    b = env.bundle(["sleep", "60"])
+    cid = env.new_id()
+    env.create(b, cid)
+    env.berth("kill", cid)
+    assert wait_for(lambda: env.state(cid)["status"] == "stopped")
+    env.berth("delete", cid)
+
+
+def test_joined_user_and_pid_namespaces(env):
+    # Kubernetes-style: a second container joins the first one's user, pid, network,
+    # ipc and uts namespaces, with a mount namespace of its own.
+    def first(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["hostname"] = "pod"
+    a = env.bundle(["sleep", "60"], name="a", mutate=first)
+    ida = env.new_id("a")
+    env.detach(a, ida)
+    pid = env.state(ida)["pid"]
+    ns = {t: os.readlink(f"/proc/{pid}/ns/{f}") for t, f in
+          [("user", "user"), ("pid", "pid"), ("network", "net"), ("ipc", "ipc"), ("uts", "uts")]}
+
+    def second(c):
+        c["hostname"] = ""
+        c["linux"]["namespaces"] = [{"type": "mount"}] + [
+            {"type": t, "path": f"/proc/{pid}/ns/{f}"} for t, f in
+            [("user", "user"), ("pid", "pid"), ("network", "net"), ("ipc", "ipc"), ("uts", "uts")]]
+        c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/dev/pts"]
+    p = env.run(["sh", "-c", "for n in user pid net ipc uts; do readlink /proc/self/ns/$n; done; "
+                 "hostname; cat /proc/self/uid_map; echo $$; ps -o comm | grep -c sleep"],
+                mutate=second, name="b")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[:5] == [ns["user"], ns["pid"], ns["network"], ns["ipc"], ns["uts"]]
+    assert lines[5] == "pod"
+    assert lines[6].split() == ["0", "100000", "65536"]
+    assert lines[7] != "1"          # pid 1 of that namespace is the first container's init
+    assert lines[8] == "1"          # and its sleep is visible
