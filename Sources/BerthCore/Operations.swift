@@ -69,7 +69,7 @@ public struct Runtime {
                 reap(l.initPid)
             }
             if let cg = cgroupDir { Cgroup.destroy(cg, made: cgroupMade) }
-            FS.removeTree(dir)
+            store.remove(dir)
         }
         do throws(BerthError) {
             var cgroupPlanned: [String] = []
@@ -94,7 +94,7 @@ public struct Runtime {
                 annotations: spec.annotations, owner: "", cgroup: cgroupDir, cgroupCreated: cgroupPlanned,
                 creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
                 ownPidNamespace: plan.ownPidNamespace)
-            try store.save(ContainerRecord(dir: dir, state: state))
+            try store.saveFirst(ContainerRecord(dir: dir, state: state))
             if let cg = cgroupDir, let mount = cgroupMount {
                 cgroupMade = try Cgroup.create(cg, mount: mount)
             }
@@ -292,7 +292,7 @@ public struct Runtime {
             if st != .stopped || !rec.state.ownPidNamespace { _ = Cgroup.signalAll(cg, signal: SIGKILL) }
             Cgroup.destroy(cg, made: rec.state.cgroupCreated ?? [])
         }
-        FS.removeTree(rec.dir)
+        store.remove(rec.dir)
         debug("deleted \(id) (was \(st.rawValue))")
     }
 }

@@ -30,6 +30,11 @@ struct Log {
     }
 
     func debugLine(_ msg: String) {
+        // Milliseconds since start: where a container start spends its time.
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        let ms = Double(Int64(ts.tv_sec) - Int64(startTime.tv_sec)) * 1000 + Double(ts.tv_nsec - startTime.tv_nsec) / 1e6
+        let msg = "[\(Double(Int(ms * 1000)) / 1000) ms] " + msg
         if fd >= 0 { line("debug", msg); return }
         let t = "debug: " + msg + "\n"
         _ = t.withCString { write(2, $0, strlen($0)) }
@@ -144,7 +149,14 @@ func exactly(_ n: Int, _ cmd: String, _ f: ParsedFlags) throws(BerthError) -> [S
     return f.positional
 }
 
+nonisolated(unsafe) var startTime: timespec = {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts
+}()
+
 func main() -> Int32 {
+    _ = startTime
     var log = Log()
     let argv = CommandLine.arguments
     let global: ParsedFlags
