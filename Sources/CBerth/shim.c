@@ -411,6 +411,25 @@ static const char *errno_words(int e) {
 // created container behave as with runc (whose waiting init is a Go program).
 static void die_on_signal(int sig) { _exit(128 + sig); }
 
+// SIG_DFL: every signal back to its default. die_on_signal: the signals whose default is
+// to end the process. Either way the signal mask is emptied.
+static void set_signals(void (*handler)(int)) {
+    int dying = handler != SIG_DFL;
+    for (int s = 1; s < (dying ? 32 : NSIG); s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        if (dying && (s == SIGCHLD || s == SIGCONT || s == SIGTSTP || s == SIGTTIN ||
+                      s == SIGTTOU || s == SIGWINCH || s == SIGURG))
+            continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = handler;
+        (void)sigaction(s, &sa, NULL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 static void write_str(int fd, const char *s) { ssize_t r = write(fd, s, c_strlen(s)); (void)r; }
 
 __attribute__((noreturn)) static void init_main(const berth_plan *p) {
@@ -486,20 +505,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     if (prctl(PR_SET_PDEATHSIG, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     send_record(BERTH_MSG_ACK, 0, -1, 0);
 
-    for (int s = 1; s < 32; s++) {
-        if (s == SIGKILL || s == SIGSTOP || s == SIGCHLD || s == SIGCONT || s == SIGTSTP ||
-            s == SIGTTIN || s == SIGTTOU || s == SIGWINCH || s == SIGURG)
-            continue;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = die_on_signal;
-        (void)sigaction(s, &sa, NULL);
-    }
-    {
-        sigset_t none;
-        sigemptyset(&none);
-        (void)sigprocmask(SIG_SETMASK, &none, NULL);
-    }
+    set_signals(die_on_signal);
 
     // Block until `start` writes a byte to the exec fifo. We hold the fifo read-write, so
     // the read blocks instead of seeing end-of-file while no writer is there.
@@ -511,16 +517,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     }
 
     // Give the program default signal dispositions and an empty mask.
-    for (int s = 1; s < NSIG; s++) {
-        if (s == SIGKILL || s == SIGSTOP) continue;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        (void)sigaction(s, &sa, NULL);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    (void)sigprocmask(SIG_SETMASK, &none, NULL);
+    set_signals(SIG_DFL);
 
     execve(exe, p->argv, p->envp);
     int e = errno;
