@@ -84,19 +84,19 @@ struct Launcher {
             if let cg = cgroupDir, inCgroup == 0 { try Cgroup.place(pid: child, in: cg) }
             if !plan.stageMode && plan.newNamespaces.contains(.user) { try writeMaps(child) }
         } catch { throw abort(error) }
-        if !sendGo(parentEnd) { throw abort(childDied(child, parentEnd)) }
+        if !sendGo(parentEnd) { throw abort(Launcher.childDied) }
 
         var ready = false
         while !ready || initPid == 0 {
             guard let rep = readReport(parentEnd) else {
                 if plan.stageMode && initPid == 0 { reap(child) }
-                throw abort(childDied(initPid > 0 ? initPid : child, parentEnd))
+                throw abort(Launcher.childDied)
             }
             switch rep.stage {
             case BERTH_MSG_READY.rawValue: ready = true
             case BERTH_MSG_NEED_MAPS.rawValue:
                 do { try writeMaps(child) } catch { throw abort(error) }
-                if !sendGo(parentEnd) { throw abort(childDied(child, parentEnd)) }
+                if !sendGo(parentEnd) { throw abort(Launcher.childDied) }
             case BERTH_MSG_INIT_PID.rawValue:
                 initPid = rep.value
                 reap(child)
@@ -139,9 +139,7 @@ struct Launcher {
         }
     }
 
-    private func childDied(_ pid: Int32, _ sync: Int32) -> BerthError {
-        BerthError("container init exited unexpectedly before it was set up")
-    }
+    private static let childDied = BerthError("container init exited unexpectedly before it was set up")
 
     static func sendGo(_ fd: Int32) -> Bool {
         var c: UInt8 = 0x67

@@ -261,7 +261,7 @@ func main() -> Int32 {
             _ = try exactly(0, cmd, f)
             let bundle = f.string("bundle") ?? "."
             let path = bundle + "/config.json"
-            if FS_exists(path) { throw BerthError("File \(path) exists. Remove it first") }
+            if access(path, F_OK) == 0 { throw BerthError("File \(path) exists. Remove it first") }
             let text = DefaultSpec.render(rootless: f.bool("rootless"))
             let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
             if fd < 0 { throw BerthError("\(path): \(errnoWords(errno))") }
@@ -279,8 +279,6 @@ func main() -> Int32 {
         return error.exitCode
     }
 }
-
-func FS_exists(_ p: String) -> Bool { access(p, F_OK) == 0 }
 
 let berthCommit = "unknown"
 exit(main())
