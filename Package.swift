@@ -11,7 +11,9 @@ let package = Package(
     ],
     targets: [
         // The only code that runs between clone and execve. Plain C, no allocation.
-        .target(name: "CBerth", cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])]),
+        .target(name: "CBerth",
+                cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])],
+                linkerSettings: [.linkedLibrary("cap")]),
         .target(name: "BerthSpec"),
         .target(name: "BerthCore", dependencies: ["BerthSpec", "CBerth"]),
         .executableTarget(name: "berth", dependencies: ["BerthCore", "BerthSpec", "CBerth"]),

@@ -1,4 +1,5 @@
 import BerthSpec
+import CBerth
 import Glibc
 
 /// `berth spec`: a working config like runc's, limited to what Berth implements today
@@ -38,6 +39,8 @@ public enum DefaultSpec {
             namespaces.insert(.object([("type", s("network"))]), at: 1)
         }
         linux.append(("namespaces", .array(namespaces)))
+        linux.append(("maskedPaths", strings(DefaultSpec.maskedPaths)))
+        linux.append(("readonlyPaths", strings(DefaultSpec.readonlyPaths)))
 
         let config: JSON = .object([
             ("ociVersion", s(ociSpecVersion)),
@@ -47,6 +50,9 @@ public enum DefaultSpec {
                 ("args", strings(["sh"])),
                 ("env", strings(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"])),
                 ("cwd", s("/")),
+                ("capabilities", .object(["bounding", "effective", "permitted"].map { ($0, strings(DefaultSpec.capabilities)) })),
+                ("rlimits", .array([.object([("type", s("RLIMIT_NOFILE")), ("hard", .int(1024)), ("soft", .int(1024))])])),
+                ("noNewPrivileges", .bool(true)),
             ])),
             ("root", .object([("path", s("rootfs")), ("readonly", .bool(true))])),
             ("hostname", s("berth")),
@@ -55,6 +61,15 @@ public enum DefaultSpec {
         ])
         return config.render(indent: "\t") + "\n"
     }
+}
+
+extension DefaultSpec {
+    public static let capabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    public static let maskedPaths = [
+        "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+        "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    ]
+    public static let readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 }
 
 /// `berth features`: the runtime-spec features.md document, listing only what works.
@@ -69,6 +84,7 @@ public enum Features {
             ("mountOptions", .array(opts.map(s))),
             ("linux", .object([
                 ("namespaces", .array(NamespaceKind.allCases.map { s($0.rawValue) })),
+                ("capabilities", .array(knownCapabilities().map(s))),
                 ("cgroup", .object([("v1", .bool(false)), ("v2", .bool(true)), ("systemd", .bool(false)),
                                     ("systemdUser", .bool(false)), ("rdma", .bool(false))])),
                 ("seccomp", .object([("enabled", .bool(false))])),
@@ -84,3 +100,17 @@ public enum Features {
 }
 
 public let berthVersion = "0.1.0"
+
+/// Every capability name libcap knows that the running kernel supports.
+func knownCapabilities() -> [String] {
+    let all = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+               "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+               "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+               "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+               "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+               "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+               "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+               "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"]
+    let last = cb_cap_last()
+    return all.filter { let v = cb_cap_from_name($0); return v >= 0 && v <= last }
+}

@@ -83,6 +83,8 @@ struct Launcher {
         do {
             if let cg = cgroupDir, inCgroup == 0 { try Cgroup.place(pid: child, in: cg) }
             if !plan.stageMode && plan.newNamespaces.contains(.user) { try writeMaps(child) }
+            // Inherited by init when it is forked from the first child.
+            if let adj = plan.oomScoreAdj { try writeOomScoreAdj(child, adj) }
         } catch { throw abort(error) }
         if !sendGo(parentEnd) { throw abort(Launcher.childDied) }
 
@@ -122,6 +124,16 @@ struct Launcher {
         guard sendGo(l.sync), let rep = readReport(l.sync), rep.stage == BERTH_MSG_ACK.rawValue else {
             throw BerthError("container init exited unexpectedly")
         }
+    }
+
+    private func writeOomScoreAdj(_ pid: Int32, _ adj: Int) throws(BerthError) {
+        let path = "/proc/\(pid)/oom_score_adj"
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw .sys("open \(path)") }
+        let ok = FS.writeAll(fd, Array(String(adj).utf8))
+        let e = errno
+        close(fd)
+        if !ok { throw .sys("set process.oomScoreAdj \(adj)", e) }
     }
 
     private func writeMaps(_ pid: Int32) throws(BerthError) {
@@ -208,6 +220,23 @@ struct Launcher {
             return "exec: \"\(a)\": \(why)"
         case BERTH_STAGE_PRESERVE_FDS: return "pass fd \(i) (--preserve-fds): \(why)"
         case BERTH_STAGE_CLOSE_FDS: return "close fds: \(why)"
+        case BERTH_STAGE_CAPS_BOUNDING: return "drop capability \(i) from the bounding set: \(why)"
+        case BERTH_STAGE_KEEPCAPS: return "keep capabilities across the user switch: \(why)"
+        case BERTH_STAGE_CAPSET: return "set process.capabilities: \(why)"
+        case BERTH_STAGE_CAPS_AMBIENT: return "raise ambient capability \(i) (it must be permitted and inheritable too): \(why)"
+        case BERTH_STAGE_RLIMIT: return "set process.rlimits[\(i)]: \(why)"
+        case BERTH_STAGE_NO_NEW_PRIVS: return "set process.noNewPrivileges: \(why)"
+        case BERTH_STAGE_PERSONALITY: return "set linux.personality: \(why)"
+        case BERTH_STAGE_IOPRIO: return "set process.ioPriority: \(why)"
+        case BERTH_STAGE_SCHEDULER: return "set process.scheduler: \(why)"
+        case BERTH_STAGE_CPU_AFFINITY: return "set process.execCPUAffinity.\(i == 0 ? "initial" : "final"): \(why)"
+        case BERTH_STAGE_SYSCTL:
+            let k = i >= 0 && i < plan.sysctls.count ? plan.sysctls[i].key : "?"
+            return "set linux.sysctl \(k): \(why)"
+        case BERTH_STAGE_PROC_SYS: return "linux.sysctl: the container's /proc/sys is missing or not procfs: \(why)"
+        case BERTH_STAGE_DEV_NULL: return "linux.maskedPaths: the container's /dev/null is not the real null device: \(why)"
+        case BERTH_STAGE_MASK: return "mask linux.maskedPaths[\(i)] /\(i >= 0 && i < plan.maskedPaths.count ? plan.maskedPaths[i] : "?"): \(why)"
+        case BERTH_STAGE_READONLY_PATH: return "make linux.readonlyPaths[\(i)] /\(i >= 0 && i < plan.readonlyPaths.count ? plan.readonlyPaths[i] : "?") read-only: \(why)"
         case BERTH_STAGE_SYNC: return "sync with parent: \(why)"
         default: return "step \(r.stage): \(why)"
         }

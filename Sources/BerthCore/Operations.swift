@@ -56,6 +56,7 @@ public struct Runtime {
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
         } catch { throw BerthError(error.description) }
+        for w in plan.warnings { warn(w) }
 
         debug("create \(id): bundle \(bundle), rootfs \(rootfs), \(plan.mounts.count) mounts, \(plan.devices.count) devices, new namespaces \(plan.newNamespaces.map(\.rawValue).sorted().joined(separator: ",")), joined \(plan.joins.map(\.kind.rawValue).joined(separator: ","))")
         let dir = try store.claim(id)

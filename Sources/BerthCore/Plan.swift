@@ -48,6 +48,22 @@ struct ContainerPlan {
     var newKeyring = true
     var preserveFds = 0
 
+    var sysctls: [(path: String, value: String, key: String)] = []
+    var readonlyPaths: [String] = []
+    var maskedPaths: [String] = []
+
+    // process profile
+    var caps = CapabilitySets()
+    var warnings: [String] = []
+    var noNewPrivileges = false
+    var rlimits: [(resource: Int32, soft: UInt64, hard: UInt64, index: Int)] = []
+    var oomScoreAdj: Int?
+    var personality: UInt?
+    var ioPriority: Int32?
+    var scheduler: Scheduler?
+    var cpusInitial: [Int]?
+    var cpusFinal: [Int]?
+
     /// A first child is needed to join namespaces by path or to set time offsets before
     /// init exists; otherwise one clone3 creates init in all its new namespaces.
     var stageMode: Bool { !joins.isEmpty || newNamespaces.contains(.time) }
@@ -156,6 +172,10 @@ struct ContainerPlan {
             }
         }
 
+        p.sysctls = (linux.sysctl ?? [:]).sorted { $0.key < $1.key }.map { (sysctlPath($0.key)!, $0.value, $0.key) }
+        p.readonlyPaths = (linux.readonlyPaths ?? []).map { String(Paths.clean($0).dropFirst()) }
+        p.maskedPaths = (linux.maskedPaths ?? []).map { String(Paths.clean($0).dropFirst()) }
+
         if let h = spec.hostname, !h.isEmpty { p.hostname = h }
         if let d = spec.domainname, !d.isEmpty { p.domainname = d }
 
@@ -166,7 +186,62 @@ struct ContainerPlan {
         if let u = process.user.umask { p.umask = Int32(u) }
         p.args = process.args ?? []
         p.env = process.env ?? []
+
+        // Absent capabilities mean none: the safe reading.
+        if let c = process.capabilities { p.caps = CapabilitySets(c, warnings: &p.warnings) }
+        p.noNewPrivileges = process.noNewPrivileges ?? false
+        p.rlimits = (process.rlimits ?? []).enumerated().map { i, l in
+            (rlimitNumbers[l.type]!, l.soft, l.hard, i)
+        }
+        p.oomScoreAdj = process.oomScoreAdj
+        if let pers = linux.personality { p.personality = pers.domain == "LINUX32" ? 0x0008 : 0 }
+        if let io = process.ioPriority { p.ioPriority = ioPriorityClasses[io.ioClass]! << 13 | io.priority }
+        p.scheduler = process.scheduler
+        p.cpusInitial = process.execCPUAffinity?.initial.flatMap(parseCPUList)
+        p.cpusFinal = process.execCPUAffinity?.final.flatMap(parseCPUList)
         return p
+    }
+}
+
+/// The five capability sets as bit masks. Names libcap does not know, or that the running
+/// kernel does not support, are dropped with a warning, as runc does.
+struct CapabilitySets: Equatable {
+    var bounding: UInt64 = 0
+    var effective: UInt64 = 0
+    var permitted: UInt64 = 0
+    var inheritable: UInt64 = 0
+    var ambient: UInt64 = 0
+
+    init() {}
+
+    init(_ c: Capabilities, warnings: inout [String]) {
+        let last = Int(cb_cap_last())
+        var unknown: [String] = []
+        func mask(_ names: [String]?) -> UInt64 {
+            var m: UInt64 = 0
+            for n in names ?? [] {
+                let v = Int(cb_cap_from_name(n))
+                // libcap also accepts lower-case and numeric names; the spec uses CAP_*.
+                if v < 0 || v > last || !n.hasPrefix("CAP_") {
+                    if !unknown.contains(n) { unknown.append(n) }
+                    continue
+                }
+                m |= 1 << UInt64(v)
+            }
+            return m
+        }
+        bounding = mask(c.bounding)
+        effective = mask(c.effective)
+        permitted = mask(c.permitted)
+        inheritable = mask(c.inheritable)
+        ambient = mask(c.ambient)
+        if !unknown.isEmpty {
+            warnings.append("ignoring unknown or unavailable capabilities: \(unknown.joined(separator: ", "))")
+        }
+    }
+
+    static func names(_ mask: UInt64) -> [String] {
+        (0..<64).filter { mask & (1 << UInt64($0)) != 0 }.map { String($0) }
     }
 }
 
@@ -265,6 +340,17 @@ final class CPlan {
         }
         raw.symlinks = array(links)
         raw.nsymlinks = Int32(links.count)
+        let sysctls = p.sysctls.enumerated().map { i, k in
+            berth_sysctl(key_path: str(k.path), value: str(k.value), index: Int32(i))
+        }
+        raw.sysctls = array(sysctls)
+        raw.nsysctls = Int32(sysctls.count)
+        let ro = p.readonlyPaths.enumerated().map { i, path in berth_path(path: str(path), index: Int32(i)) }
+        raw.readonly_paths = array(ro)
+        raw.nreadonly_paths = Int32(ro.count)
+        let masked = p.maskedPaths.enumerated().map { i, path in berth_path(path: str(path), index: Int32(i)) }
+        raw.masked_paths = array(masked)
+        raw.nmasked_paths = Int32(masked.count)
         raw.hostname = str(p.hostname)
         raw.domainname = str(p.domainname)
 
@@ -284,5 +370,37 @@ final class CPlan {
         raw.argv = argv(p.args)
         raw.envp = argv(p.env)
         raw.preserve_fds = Int32(p.preserveFds)
+
+        raw.cap_last = cb_cap_last()
+        raw.cap_bounding = p.caps.bounding
+        raw.cap_effective = p.caps.effective
+        raw.cap_permitted = p.caps.permitted
+        raw.cap_inheritable = p.caps.inheritable
+        raw.cap_ambient = p.caps.ambient
+        raw.no_new_privs = p.noNewPrivileges ? 1 : 0
+        let limits = p.rlimits.map { berth_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard, index: Int32($0.index)) }
+        raw.rlimits = array(limits)
+        raw.nrlimits = Int32(limits.count)
+        if let pers = p.personality { raw.set_personality = 1; raw.personality = pers }
+        if let io = p.ioPriority { raw.set_ioprio = 1; raw.ioprio = io }
+        if let s = p.scheduler {
+            raw.set_scheduler = 1
+            raw.sched_policy = schedulerPolicies[s.policy]!
+            raw.sched_flags = (s.flags ?? []).reduce(0) { $0 | schedulerFlags[$1]! }
+            raw.sched_nice = s.nice ?? 0
+            raw.sched_priority = UInt32(bitPattern: s.priority ?? 0)
+            raw.sched_runtime = s.runtime ?? 0
+            raw.sched_deadline = s.deadline ?? 0
+            raw.sched_period = s.period ?? 0
+        }
+        func cpuMask(_ cpus: [Int]) -> (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                                         UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) {
+            var words = [UInt64](repeating: 0, count: 16)
+            for c in cpus { words[c / 64] |= 1 << UInt64(c % 64) }
+            return (words[0], words[1], words[2], words[3], words[4], words[5], words[6], words[7],
+                    words[8], words[9], words[10], words[11], words[12], words[13], words[14], words[15])
+        }
+        if let c = p.cpusInitial { raw.set_cpus_initial = 1; raw.cpus_initial = cpuMask(c) }
+        if let c = p.cpusFinal { raw.set_cpus_final = 1; raw.cpus_final = cpuMask(c) }
     }
 }

@@ -13,6 +13,11 @@ public struct BerthError: Error, CustomStringConvertible {
 /// message is not even built then. Berth is single-threaded, hence unsafe is fine.
 nonisolated(unsafe) public var debugSink: ((String) -> Void)?
 
+/// Warnings (always logged), such as capability names the kernel does not know.
+nonisolated(unsafe) public var warningSink: ((String) -> Void)?
+
+func warn(_ message: String) { warningSink?(message) }
+
 @inline(__always)
 func debug(_ message: @autoclosure () -> String) {
     if let sink = debugSink { sink(message()) }

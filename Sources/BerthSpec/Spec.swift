@@ -32,15 +32,54 @@ public struct Process: Sendable {
     public var commandLine: String?
     public var env: [String]?
     public var cwd: String
-    public var capabilities: JSONValue?
-    public var rlimits: JSONValue?
+    public var capabilities: Capabilities?
+    public var rlimits: [Rlimit]?
     public var noNewPrivileges: Bool?
     public var apparmorProfile: String?
     public var oomScoreAdj: Int?
     public var selinuxLabel: String?
-    public var scheduler: JSONValue?
-    public var ioPriority: JSONValue?
-    public var execCPUAffinity: JSONValue?
+    public var scheduler: Scheduler?
+    public var ioPriority: IOPriority?
+    public var execCPUAffinity: CPUAffinity?
+}
+
+public struct Capabilities: Sendable {
+    public var bounding: [String]?
+    public var effective: [String]?
+    public var inheritable: [String]?
+    public var permitted: [String]?
+    public var ambient: [String]?
+}
+
+public struct Rlimit: Sendable {
+    public var type: String
+    public var hard: UInt64
+    public var soft: UInt64
+}
+
+public struct Scheduler: Sendable {
+    public var policy: String
+    public var nice: Int32?
+    public var priority: Int32?
+    public var flags: [String]?
+    public var runtime: UInt64?
+    public var deadline: UInt64?
+    public var period: UInt64?
+}
+
+public struct IOPriority: Sendable {
+    public var ioClass: String
+    public var priority: Int32
+}
+
+public struct CPUAffinity: Sendable {
+    public var initial: String?
+    public var final: String?
+}
+
+public struct Personality: Sendable {
+    public var domain: String
+    public var flags: [String]?
 }
 
 public struct User: Sendable {
@@ -75,11 +114,11 @@ public struct Linux: Sendable {
     public var rootfsPropagation: String?
     public var resources: JSONValue?
     public var seccomp: JSONValue?
-    public var sysctl: JSONValue?
-    public var maskedPaths: JSONValue?
-    public var readonlyPaths: JSONValue?
+    public var sysctl: [String: String]?
+    public var maskedPaths: [String]?
+    public var readonlyPaths: [String]?
     public var mountLabel: String?
-    public var personality: JSONValue?
+    public var personality: Personality?
     public var intelRdt: JSONValue?
     public var memoryPolicy: JSONValue?
     public var netDevices: JSONValue?
@@ -142,15 +181,30 @@ extension Process {
         commandLine = try r.optString("commandLine")
         env = try r.optStrings("env")
         cwd = try r.string("cwd")
-        capabilities = r.raw("capabilities")
-        rlimits = r.raw("rlimits")
+        capabilities = try r.optObject("capabilities").map { (o: JSONReader) throws(SpecError) in
+            Capabilities(bounding: try o.optStrings("bounding"), effective: try o.optStrings("effective"),
+                         inheritable: try o.optStrings("inheritable"), permitted: try o.optStrings("permitted"),
+                         ambient: try o.optStrings("ambient"))
+        }
+        rlimits = try r.optObjects("rlimits") { (o: JSONReader) throws(SpecError) in
+            Rlimit(type: try o.string("type"), hard: try o.integer("hard", UInt64.self), soft: try o.integer("soft", UInt64.self))
+        }
         noNewPrivileges = try r.optBool("noNewPrivileges")
         apparmorProfile = try r.optString("apparmorProfile")
         oomScoreAdj = try r.optInteger("oomScoreAdj", Int.self)
         selinuxLabel = try r.optString("selinuxLabel")
-        scheduler = r.raw("scheduler")
-        ioPriority = r.raw("ioPriority")
-        execCPUAffinity = r.raw("execCPUAffinity")
+        scheduler = try r.optObject("scheduler").map { (o: JSONReader) throws(SpecError) in
+            Scheduler(policy: try o.string("policy"), nice: try o.optInteger("nice", Int32.self),
+                      priority: try o.optInteger("priority", Int32.self), flags: try o.optStrings("flags"),
+                      runtime: try o.optInteger("runtime", UInt64.self), deadline: try o.optInteger("deadline", UInt64.self),
+                      period: try o.optInteger("period", UInt64.self))
+        }
+        ioPriority = try r.optObject("ioPriority").map { (o: JSONReader) throws(SpecError) in
+            IOPriority(ioClass: try o.string("class"), priority: try o.integer("priority", Int32.self))
+        }
+        execCPUAffinity = try r.optObject("execCPUAffinity").map { (o: JSONReader) throws(SpecError) in
+            CPUAffinity(initial: try o.optString("initial"), final: try o.optString("final"))
+        }
     }
 }
 
@@ -200,11 +254,13 @@ extension Linux {
         rootfsPropagation = try r.optString("rootfsPropagation")
         resources = r.raw("resources")
         seccomp = r.raw("seccomp")
-        sysctl = r.raw("sysctl")
-        maskedPaths = r.raw("maskedPaths")
-        readonlyPaths = r.raw("readonlyPaths")
+        sysctl = try r.optStringMap("sysctl")
+        maskedPaths = try r.optStrings("maskedPaths")
+        readonlyPaths = try r.optStrings("readonlyPaths")
         mountLabel = try r.optString("mountLabel")
-        personality = r.raw("personality")
+        personality = try r.optObject("personality").map { (o: JSONReader) throws(SpecError) in
+            Personality(domain: try o.string("domain"), flags: try o.optStrings("flags"))
+        }
         intelRdt = r.raw("intelRdt")
         memoryPolicy = r.raw("memoryPolicy")
         netDevices = r.raw("netDevices")

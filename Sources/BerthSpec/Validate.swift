@@ -57,15 +57,34 @@ extension Spec {
         if let u = process.user.umask, u > 0o777 { throw bad("process.user.umask", "must be at most 0777") }
         if process.terminal == true { throw bad("process.terminal", "not supported by berth yet") }
         try notYet("process.consoleSize", process.consoleSize)
-        try notYet("process.capabilities", process.capabilities)
-        try notYet("process.rlimits", process.rlimits)
-        if process.noNewPrivileges == true { throw bad("process.noNewPrivileges", "not supported by berth yet") }
+        var seenLimits = Set<String>()
+        for (i, l) in (process.rlimits ?? []).enumerated() {
+            guard rlimitNumbers[l.type] != nil else {
+                throw bad("process.rlimits[\(i)].type", "unknown rlimit \"\(l.type)\"")
+            }
+            if !seenLimits.insert(l.type).inserted { throw bad("process.rlimits[\(i)].type", "\(l.type) appears twice") }
+            if l.soft > l.hard { throw bad("process.rlimits[\(i)]", "soft limit \(l.soft) is above hard limit \(l.hard)") }
+        }
+        if let o = process.oomScoreAdj, o < -1000 || o > 1000 {
+            throw bad("process.oomScoreAdj", "must be between -1000 and 1000, got \(o)")
+        }
+        if let s = process.scheduler {
+            guard schedulerPolicies[s.policy] != nil else { throw bad("process.scheduler.policy", "unknown policy \"\(s.policy)\"") }
+            for (i, f) in (s.flags ?? []).enumerated() where schedulerFlags[f] == nil {
+                throw bad("process.scheduler.flags[\(i)]", "unknown flag \"\(f)\"")
+            }
+            if let n = s.nice, n < -20 || n > 19 { throw bad("process.scheduler.nice", "must be between -20 and 19") }
+        }
+        if let p = process.ioPriority {
+            guard ioPriorityClasses[p.ioClass] != nil else { throw bad("process.ioPriority.class", "unknown class \"\(p.ioClass)\"") }
+            if p.priority < 0 || p.priority > 7 { throw bad("process.ioPriority.priority", "must be between 0 and 7") }
+        }
+        if let a = process.execCPUAffinity {
+            if let i = a.initial, parseCPUList(i) == nil { throw bad("process.execCPUAffinity.initial", "invalid CPU list \"\(i)\"") }
+            if let f = a.final, parseCPUList(f) == nil { throw bad("process.execCPUAffinity.final", "invalid CPU list \"\(f)\"") }
+        }
         if let a = process.apparmorProfile, !a.isEmpty { throw bad("process.apparmorProfile", "AppArmor is not supported by berth") }
         if let s = process.selinuxLabel, !s.isEmpty { throw bad("process.selinuxLabel", "SELinux is not supported by berth") }
-        if process.oomScoreAdj != nil { throw bad("process.oomScoreAdj", "not supported by berth yet") }
-        try notYet("process.scheduler", process.scheduler)
-        try notYet("process.ioPriority", process.ioPriority)
-        try notYet("process.execCPUAffinity", process.execCPUAffinity)
         try notYet("hooks", hooks)
 
         for (i, m) in (mounts ?? []).enumerated() {
@@ -143,11 +162,27 @@ extension Spec {
         }
         try notYet("linux.resources", linux.resources)
         try notYet("linux.seccomp", linux.seccomp)
-        try notYet("linux.sysctl", linux.sysctl)
-        try notYet("linux.maskedPaths", linux.maskedPaths)
-        try notYet("linux.readonlyPaths", linux.readonlyPaths)
+        for (key, _) in (linux.sysctl ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard sysctlPath(key) != nil else { throw bad("linux.sysctl.\(key)", "malformed sysctl name") }
+            if let why = sysctlRefusal(key, isNew: isNew, has: { kinds[$0.rawValue] != nil }) {
+                throw bad("linux.sysctl.\(key)", why)
+            }
+        }
+        for (name, paths) in [("maskedPaths", linux.maskedPaths), ("readonlyPaths", linux.readonlyPaths)] {
+            for (i, p) in (paths ?? []).enumerated() where !p.hasPrefix("/") {
+                throw bad("linux.\(name)[\(i)]", "must be an absolute path, got \"\(p)\"")
+            }
+            if !(paths ?? []).isEmpty && !isNew(.mount) {
+                throw bad("linux.\(name)", "needs a new mount namespace")
+            }
+        }
         if let l = linux.mountLabel, !l.isEmpty { throw bad("linux.mountLabel", "SELinux is not supported by berth") }
-        try notYet("linux.personality", linux.personality)
+        if let p = linux.personality {
+            guard p.domain == "LINUX" || p.domain == "LINUX32" else {
+                throw bad("linux.personality.domain", "unknown domain \"\(p.domain)\" (LINUX or LINUX32)")
+            }
+            if !(p.flags ?? []).isEmpty { throw bad("linux.personality.flags", "personality flags are not supported") }
+        }
         try notYet("linux.intelRdt", linux.intelRdt)
         try notYet("linux.memoryPolicy", linux.memoryPolicy)
         try notYet("linux.netDevices", linux.netDevices)
@@ -155,3 +190,80 @@ extension Spec {
 }
 
 
+
+/// RLIMIT_* names and their numbers (asm-generic/resource.h, the same on every Linux
+/// architecture Berth builds for).
+public let rlimitNumbers: [String: Int32] = [
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+]
+
+public let schedulerPolicies: [String: UInt32] = [
+    "SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3, "SCHED_ISO": 4,
+    "SCHED_IDLE": 5, "SCHED_DEADLINE": 6,
+]
+
+public let schedulerFlags: [String: UInt64] = [
+    "SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02, "SCHED_FLAG_DL_OVERRUN": 0x04,
+    "SCHED_FLAG_KEEP_POLICY": 0x08, "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+    "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40,
+]
+
+public let ioPriorityClasses: [String: Int32] = ["IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3]
+
+/// "0-3,7" -> the CPU numbers, or nil when malformed. At most CPU 1023.
+public func parseCPUList(_ s: String) -> [Int]? {
+    var out: [Int] = []
+    for part in s.split(separator: ",", omittingEmptySubsequences: false) {
+        let p = part.trimmingSpaces()
+        let bounds = p.split(separator: "-", omittingEmptySubsequences: false)
+        guard bounds.count == 1 || bounds.count == 2, let lo = Int(bounds[0]), lo >= 0 else { return nil }
+        let hi = bounds.count == 2 ? Int(bounds[1]) : lo
+        guard let hi, hi >= lo, hi < 1024 else { return nil }
+        out.append(contentsOf: lo...hi)
+    }
+    return out.isEmpty ? nil : out
+}
+
+extension Substring {
+    func trimmingSpaces() -> Substring {
+        var s = self
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return s
+    }
+}
+
+/// The path of a sysctl under /proc/sys: "net.ipv4.ip_forward" -> "net/ipv4/ip_forward".
+/// A name written with slashes keeps its dots (interface names such as "eth0.1").
+public func sysctlPath(_ key: String) -> String? {
+    let path = key.contains("/") ? key : key.replacingDots()
+    let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+    if parts.isEmpty || parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) { return nil }
+    return path
+}
+
+/// Why a sysctl may not be set, or nil: only keys that the container's own namespaces
+/// isolate are allowed (runc's rule), so a container can never change the host's value.
+func sysctlRefusal(_ key: String, isNew: (NamespaceKind) -> Bool, has: (NamespaceKind) -> Bool) -> String? {
+    let dotted = key.replacingSlashes()
+    let ipc: Set<String> = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                            "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"]
+    if ipc.contains(dotted) || dotted.hasPrefix("fs.mqueue.") {
+        return isNew(.ipc) ? nil : "needs a new ipc namespace"
+    }
+    if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
+        return isNew(.uts) ? nil : "needs a new uts namespace"
+    }
+    if dotted.hasPrefix("net.") {
+        return has(.network) ? nil : "not allowed in the host's network namespace"
+    }
+    return "not isolated by any namespace: it would change the host"
+}
+
+extension String {
+    func replacingDots() -> String { String(map { $0 == "." ? "/" : $0 }) }
+    func replacingSlashes() -> String { String(map { $0 == "/" ? "." : $0 }) }
+}

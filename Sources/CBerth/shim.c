@@ -27,6 +27,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <grp.h>
+#include <linux/capability.h>
+#include <sys/personality.h>
+#include <sys/resource.h>
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -76,8 +79,23 @@ struct cb_clone_args {
 };
 struct cb_open_how { uint64_t flags, mode, resolve; };
 struct cb_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+#define CB_RESOLVE_NO_XDEV 0x01
 #define CB_RESOLVE_NO_MAGICLINKS 0x02
+#define CB_RESOLVE_NO_SYMLINKS 0x04
+#define CB_RESOLVE_BENEATH 0x08
 #define CB_RESOLVE_IN_ROOT 0x10
+// The new mount API (5.2+): mounts made and moved through fds, no path walked twice.
+#define CB_SYS_open_tree 428
+#define CB_SYS_move_mount 429
+#define CB_SYS_fsopen 430
+#define CB_SYS_fsconfig 431
+#define CB_SYS_fsmount 432
+#define CB_OPEN_TREE_CLONE 1
+#define CB_MOVE_MOUNT_F_EMPTY_PATH 0x04
+#define CB_MOVE_MOUNT_T_EMPTY_PATH 0x40
+#define CB_FSCONFIG_CMD_CREATE 6
+#define CB_FSOPEN_CLOEXEC 1
+#define CB_FSMOUNT_CLOEXEC 1
 
 const int CB_CLONE_NEWNS = CLONE_NEWNS, CB_CLONE_NEWUTS = CLONE_NEWUTS,
           CB_CLONE_NEWIPC = CLONE_NEWIPC, CB_CLONE_NEWUSER = CLONE_NEWUSER,
@@ -158,6 +176,8 @@ static int openat2_in_root(int rootfd, const char *path, int flags) {
 
 // Open (creating when missing) `rel` inside the rootfs. Intermediate components are
 // directories; the last is a directory or, with as_file, an empty regular file.
+// A component that exists but does not resolve is a dangling symlink: its target is
+// created instead, inside the root (an image's "/var/lock -> /run/lock" and the like).
 // Returns an O_PATH fd or -1 with errno set.
 static int open_create_in_root(int rootfd, const char *rel, int as_file) {
     char buf[PATH_MAX];
@@ -166,39 +186,62 @@ static int open_create_in_root(int rootfd, const char *rel, int as_file) {
     if (len >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
     memcpy(buf, rel, len + 1);
 
-    int fd = openat2_in_root(rootfd, buf, O_PATH);
-    if (fd >= 0 || errno != ENOENT) return fd;
+    for (int hops = 0; hops < 40; hops++) {
+        int fd = openat2_in_root(rootfd, buf, O_PATH);
+        if (fd >= 0 || errno != ENOENT) return fd;
 
-    // Walk from the top: each missing component is created inside its parent, which was
-    // itself resolved inside the root, then resolved again inside the root.
-    int cur = openat2_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
-    if (cur < 0) return -1;
-    size_t start = 0;
-    while (start < len) {
-        size_t end = start;
-        while (end < len && buf[end] != '/') end++;
-        int last = end >= len;
-        char saved = buf[end];
-        buf[end] = 0;
-        int next = openat2_in_root(rootfd, buf, O_PATH);
-        if (next < 0 && errno == ENOENT) {
-            const char *name = buf + start;
-            int r;
-            if (last && as_file) {
-                r = mknodat(cur, name, S_IFREG | 0644, 0);
-            } else {
-                r = mkdirat(cur, name, 0755);
+        // Walk from the top: each missing component is created inside its parent, which
+        // was itself resolved inside the root, then resolved again inside the root.
+        int cur = openat2_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
+        if (cur < 0) return -1;
+        size_t start = 0;
+        int retarget = 0;
+        while (start < len) {
+            size_t end = start;
+            while (end < len && buf[end] != '/') end++;
+            int last = end >= len;
+            char saved = buf[end];
+            buf[end] = 0;
+            int next = openat2_in_root(rootfd, buf, O_PATH);
+            if (next < 0 && errno == ENOENT) {
+                const char *name = buf + start;
+                int r = (last && as_file) ? mknodat(cur, name, S_IFREG | 0644, 0) : mkdirat(cur, name, 0755);
+                if (r < 0 && errno == EEXIST) {
+                    // Dangling symlink: continue with "<its target>/<the rest>".
+                    char link[PATH_MAX], tmp[PATH_MAX];
+                    ssize_t n = readlinkat(cur, name, link, sizeof link - 1);
+                    if (n <= 0) { int e = n < 0 ? errno : ENOENT; close(cur); errno = e; return -1; }
+                    link[n] = 0;
+                    size_t pos = 0;
+                    if (link[0] != '/' && start > 0) { memcpy(tmp, buf, start); pos = start; }
+                    const char *l = link[0] == '/' ? link + 1 : link;
+                    size_t ll = c_strlen(l), rest = last ? 0 : len - end;
+                    if (pos + ll + rest + 1 > sizeof tmp) { close(cur); errno = ENAMETOOLONG; return -1; }
+                    memcpy(tmp + pos, l, ll);
+                    pos += ll;
+                    buf[end] = saved;
+                    if (rest) { memcpy(tmp + pos, buf + end, rest); pos += rest; }
+                    tmp[pos] = 0;
+                    memcpy(buf, tmp, pos + 1);
+                    len = pos;
+                    close(cur);
+                    retarget = 1;
+                    break;
+                }
+                if (r < 0) { int e = errno; close(cur); errno = e; return -1; }
+                next = openat2_in_root(rootfd, buf, O_PATH);
             }
-            if (r < 0 && errno != EEXIST) { int e = errno; close(cur); errno = e; return -1; }
-            next = openat2_in_root(rootfd, buf, O_PATH);
+            buf[end] = saved;
+            if (next < 0) { int e = errno; close(cur); errno = e; return -1; }
+            close(cur);
+            cur = next;
+            start = end + 1;
         }
-        buf[end] = saved;
-        if (next < 0) { int e = errno; close(cur); errno = e; return -1; }
-        close(cur);
-        cur = next;
-        start = end + 1;
+        if (!retarget) return cur;
+        if (len == 0) return openat2_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
     }
-    return cur;
+    errno = ELOOP;
+    return -1;
 }
 
 // Split "a/b/c" into a parent fd (created as needed, resolved in root) and the last name.
@@ -310,6 +353,88 @@ static void do_symlink(int rootfd, const berth_symlink *s, int index) {
     close(dir);
 }
 
+static int move_mount_onto(int tree, int target) {
+    return (int)syscall(CB_SYS_move_mount, tree, "", target, "",
+                        CB_MOVE_MOUNT_F_EMPTY_PATH | CB_MOVE_MOUNT_T_EMPTY_PATH);
+}
+
+// linux.sysctl, written under the container's /proc/sys. That directory must really be
+// procfs (CVE-2023-27561: a symlink or a bind in its place would send the writes to the
+// host), and each key is opened beneath it with no symlink, magic link or mount crossing.
+static void apply_sysctls(const berth_plan *p, int root) {
+    if (p->nsysctls == 0) return;
+    int sys = openat2_in_root(root, "proc/sys", O_PATH | O_DIRECTORY);
+    if (sys < 0) fail(BERTH_STAGE_PROC_SYS, errno, -1);
+    struct statfs sfs;
+    if (fstatfs(sys, &sfs) != 0) fail(BERTH_STAGE_PROC_SYS, errno, -1);
+    if (sfs.f_type != PROC_SUPER_MAGIC) fail(BERTH_STAGE_PROC_SYS, EXDEV, -1);
+    for (int i = 0; i < p->nsysctls; i++) {
+        const berth_sysctl *k = &p->sysctls[i];
+        struct cb_open_how how = {O_WRONLY | O_CLOEXEC | O_TRUNC, 0,
+            CB_RESOLVE_BENEATH | CB_RESOLVE_NO_SYMLINKS | CB_RESOLVE_NO_MAGICLINKS | CB_RESOLVE_NO_XDEV};
+        int fd = (int)syscall(SYS_openat2, sys, k->key_path, &how, sizeof how);
+        if (fd < 0) fail(BERTH_STAGE_SYSCTL, errno, k->index);
+        size_t len = c_strlen(k->value);
+        if (write(fd, k->value, len) != (ssize_t)len) fail(BERTH_STAGE_SYSCTL, errno, k->index);
+        close(fd);
+    }
+    close(sys);
+}
+
+// linux.readonlyPaths: a recursive read-only bind of each path onto itself.
+static void apply_readonly_paths(const berth_plan *p, int root) {
+    for (int i = 0; i < p->nreadonly_paths; i++) {
+        int t = openat2_in_root(root, p->readonly_paths[i].path, O_PATH);
+        if (t < 0 && errno == ENOENT) continue;
+        if (t < 0) fail(BERTH_STAGE_READONLY_PATH, errno, p->readonly_paths[i].index);
+        int tree = (int)syscall(CB_SYS_open_tree, t, "",
+                                CB_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+        if (tree < 0) fail(BERTH_STAGE_READONLY_PATH, errno, p->readonly_paths[i].index);
+        struct cb_mount_attr a = {0x1 /* MOUNT_ATTR_RDONLY */, 0, 0, 0};
+        if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) != 0)
+            fail(BERTH_STAGE_READONLY_PATH, errno, p->readonly_paths[i].index);
+        if (move_mount_onto(tree, t) != 0) fail(BERTH_STAGE_READONLY_PATH, errno, p->readonly_paths[i].index);
+        close(tree);
+        close(t);
+    }
+}
+
+// linux.maskedPaths: files get the container's /dev/null bound over them, directories an
+// empty read-only tmpfs. CVE-2025-31133: /dev/null is first checked to be the real
+// character device 1:3, so an image that replaced it (by a symlink to a host file, or a
+// regular file) cannot turn masking into a writable bind of something else.
+static void apply_masked_paths(const berth_plan *p, int root) {
+    if (p->nmasked_paths == 0) return;
+    int null = openat2_in_root(root, "dev/null", O_PATH);
+    if (null < 0) fail(BERTH_STAGE_DEV_NULL, errno, -1);
+    struct stat st;
+    if (fstat(null, &st) != 0) fail(BERTH_STAGE_DEV_NULL, errno, -1);
+    if (!S_ISCHR(st.st_mode) || st.st_rdev != (dev_t)cb_makedev(1, 3)) fail(BERTH_STAGE_DEV_NULL, EXDEV, -1);
+    for (int i = 0; i < p->nmasked_paths; i++) {
+        int idx = p->masked_paths[i].index;
+        int t = openat2_in_root(root, p->masked_paths[i].path, O_PATH);
+        if (t < 0 && errno == ENOENT) continue;
+        if (t < 0) fail(BERTH_STAGE_MASK, errno, idx);
+        if (fstat(t, &st) != 0) fail(BERTH_STAGE_MASK, errno, idx);
+        int tree;
+        if (S_ISDIR(st.st_mode)) {
+            int fs = (int)syscall(CB_SYS_fsopen, "tmpfs", CB_FSOPEN_CLOEXEC);
+            if (fs < 0) fail(BERTH_STAGE_MASK, errno, idx);
+            if (syscall(CB_SYS_fsconfig, fs, CB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0)
+                fail(BERTH_STAGE_MASK, errno, idx);
+            tree = (int)syscall(CB_SYS_fsmount, fs, CB_FSMOUNT_CLOEXEC, 0x1 | 0x2 | 0x4 | 0x8 /* ro,nosuid,nodev,noexec */);
+            close(fs);
+        } else {
+            tree = (int)syscall(CB_SYS_open_tree, null, "", CB_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH);
+        }
+        if (tree < 0) fail(BERTH_STAGE_MASK, errno, idx);
+        if (move_mount_onto(tree, t) != 0) fail(BERTH_STAGE_MASK, errno, idx);
+        close(tree);
+        close(t);
+    }
+    close(null);
+}
+
 static void setup_rootfs(const berth_plan *p) {
     // Our mount namespace is a copy of the host's. Make "/" slave (or private) first so
     // nothing mounted from here on propagates back to the host.
@@ -351,6 +476,14 @@ static void setup_rootfs(const berth_plan *p) {
         if (mount(NULL, "/", NULL, p->root_final_propagation, NULL) != 0)
             fail(BERTH_STAGE_ROOT_SHARED, errno, -1);
     }
+
+    // Inside the new root now. sysctl before readonlyPaths, which usually covers /proc/sys.
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+    apply_sysctls(p, root);
+    apply_readonly_paths(p, root);
+    apply_masked_paths(p, root);
+    close(root);
 }
 
 // Find the program the way Go's exec.LookPath does (runc reports its wording): a name
@@ -389,6 +522,62 @@ static int lookup_executable(const berth_plan *p, char out[PATH_MAX]) {
         s = e + 1;
     }
     return denied ? EACCES : ENOENT;
+}
+
+// The part of the process profile that is applied while still root: resource limits,
+// personality, I/O priority, scheduling, initial CPU affinity, and the bounding set
+// (dropping from it needs CAP_SETPCAP, which the user switch may take away).
+static void apply_profile_as_root(const berth_plan *p) {
+    for (int i = 0; i < p->nrlimits; i++) {
+        struct rlimit rl = {(rlim_t)p->rlimits[i].soft, (rlim_t)p->rlimits[i].hard};
+        if (setrlimit(p->rlimits[i].resource, &rl) != 0) fail(BERTH_STAGE_RLIMIT, errno, p->rlimits[i].index);
+    }
+    if (p->set_personality && personality(p->personality) < 0) fail(BERTH_STAGE_PERSONALITY, errno, -1);
+    if (p->set_ioprio && syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, p->ioprio) != 0)
+        fail(BERTH_STAGE_IOPRIO, errno, -1);
+    if (p->set_scheduler) {
+        struct {
+            uint32_t size, policy;
+            uint64_t flags;
+            int32_t nice;
+            uint32_t priority;
+            uint64_t runtime, deadline, period;
+        } attr = {48, p->sched_policy, p->sched_flags, p->sched_nice, p->sched_priority,
+                  p->sched_runtime, p->sched_deadline, p->sched_period};
+        if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0) fail(BERTH_STAGE_SCHEDULER, errno, -1);
+    }
+    if (p->set_cpus_initial &&
+        syscall(SYS_sched_setaffinity, 0, sizeof p->cpus_initial, p->cpus_initial) != 0)
+        fail(BERTH_STAGE_CPU_AFFINITY, errno, 0);
+    // Capabilities outside the bounding set can never come back, not even through a
+    // setuid binary or file capabilities.
+    for (int c = 0; c <= p->cap_last; c++) {
+        if (p->cap_bounding & (1ULL << c)) continue;
+        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL)
+            fail(BERTH_STAGE_CAPS_BOUNDING, errno, c);
+    }
+    // Keep the permitted set across the switch to a non-root uid; capset below decides
+    // what stays.
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(BERTH_STAGE_KEEPCAPS, errno, -1);
+}
+
+// After the user switch: the effective, permitted and inheritable sets, then ambient.
+static void apply_capabilities(const berth_plan *p) {
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = (uint32_t)(p->cap_effective >> (32 * i));
+        data[i].permitted = (uint32_t)(p->cap_permitted >> (32 * i));
+        data[i].inheritable = (uint32_t)(p->cap_inheritable >> (32 * i));
+    }
+    if (syscall(SYS_capset, &hdr, data) != 0) fail(BERTH_STAGE_CAPSET, errno, -1);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+        fail(BERTH_STAGE_CAPS_AMBIENT, errno, -1);
+    for (int c = 0; c <= p->cap_last; c++) {
+        if (!(p->cap_ambient & (1ULL << c))) continue;
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0)
+            fail(BERTH_STAGE_CAPS_AMBIENT, errno, c);
+    }
 }
 
 static const char *errno_words(int e) {
@@ -471,10 +660,21 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
 
     if (p->umask >= 0) umask((mode_t)p->umask);
 
+    apply_profile_as_root(p);
     if (p->set_groups && setgroups((size_t)p->ngroups, (const gid_t *)p->groups) != 0)
         fail(BERTH_STAGE_SETGROUPS, errno, -1);
     if (setresgid(p->gid, p->gid, p->gid) != 0) fail(BERTH_STAGE_SETGID, errno, -1);
     if (setresuid(p->uid, p->uid, p->uid) != 0) fail(BERTH_STAGE_SETUID, errno, -1);
+    apply_capabilities(p);
+
+    // no_new_privs: setuid binaries and file capabilities cannot raise privileges after
+    // execve (and seccomp may then be loaded without CAP_SYS_ADMIN). It only acts at
+    // execve, so it is set here, where a failure can still be reported.
+    if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        fail(BERTH_STAGE_NO_NEW_PRIVS, errno, -1);
+    if (p->set_cpus_final &&
+        syscall(SYS_sched_setaffinity, 0, sizeof p->cpus_final, p->cpus_final) != 0)
+        fail(BERTH_STAGE_CPU_AFFINITY, errno, 1);
 
     // The executable is looked up now, as the container user, inside the container, so
     // `create` (not `start`) reports a missing program.

@@ -40,6 +40,12 @@ struct Log {
         _ = t.withCString { write(2, $0, strlen($0)) }
     }
 
+    func warning(_ msg: String) {
+        if fd >= 0 { line("warning", msg); return }
+        let t = "warning: " + msg + "\n"
+        _ = t.withCString { write(2, $0, strlen($0)) }
+    }
+
     func error(_ msg: String) {
         line("error", msg)
         let t = msg + "\n"
@@ -180,10 +186,9 @@ func main() -> Int32 {
         return 1
     }
     log.debug = global.bool("debug")
-    if log.debug {
-        let l = log
-        debugSink = { l.debugLine($0) }
-    }
+    let l = log
+    if log.debug { debugSink = { l.debugLine($0) } }
+    warningSink = { l.warning($0) }
     if global.bool("version") {
         out("berth version \(berthVersion)\ncommit: \(berthCommit)\nspec: \(ociSpecVersion)\n")
         return 0

@@ -62,7 +62,14 @@ func loadError(_ text: String) -> String? {
         ("\"env\":[\"PATH=/bin\"]", "\"env\":[\"PATH\"]", "config.json: process.env[0]: must be KEY=value, got \"PATH\""),
         ("{\"type\":\"uts\"}", "{\"type\":\"user\"}", "config.json: linux.uidMappings: a new user namespace needs uid mappings"),
         ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"terminal\":true", "config.json: process.terminal: not supported by berth yet"),
-        ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"noNewPrivileges\":true", "config.json: process.noNewPrivileges: not supported by berth yet"),
+        ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"soft\":2,\"hard\":1}]", "config.json: process.rlimits[0]: soft limit 2 is above hard limit 1"),
+        ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"oomScoreAdj\":1001", "config.json: process.oomScoreAdj: must be between -1000 and 1000, got 1001"),
+        ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"scheduler\":{\"policy\":\"SCHED_FAST\"}", "config.json: process.scheduler.policy: unknown policy \"SCHED_FAST\""),
+        ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"execCPUAffinity\":{\"final\":\"3-1\"}", "config.json: process.execCPUAffinity.final: invalid CPU list \"3-1\""),
+        ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"sysctl\":{\"net.ipv4.ip_forward\":\"1\"}", "config.json: linux.sysctl.net.ipv4.ip_forward: not allowed in the host's network namespace"),
+        ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"sysctl\":{\"kernel.shmmax\":\"1\"}", "config.json: linux.sysctl.kernel.shmmax: needs a new ipc namespace"),
+        ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"maskedPaths\":[\"proc/kcore\"]", "config.json: linux.maskedPaths[0]: must be an absolute path, got \"proc/kcore\""),
+        ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"personality\":{\"domain\":\"BSD\"}", "config.json: linux.personality.domain: unknown domain \"BSD\" (LINUX or LINUX32)"),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\"}", "config.json: linux.seccomp: not supported by berth yet"),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"resources\":{\"devices\":[{\"allow\":false}]}", "config.json: linux.resources: not supported by berth yet"),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"devices\":[{\"type\":\"x\",\"path\":\"/dev/x\"}]", "config.json: linux.devices[0].type: unknown device type \"x\" (c, b, u or p)"),
@@ -86,7 +93,7 @@ func loadError(_ text: String) -> String? {
     }
 
     @Test func emptyRequestsOfLaterFeaturesAreAccepted() {
-        let text = validConfig.replacingFirst("\"cwd\":\"/\"", with: "\"cwd\":\"/\",\"capabilities\":{},\"rlimits\":[],\"noNewPrivileges\":false,\"apparmorProfile\":\"\"")
+        let text = validConfig.replacingFirst("\"cwd\":\"/\"", with: "\"cwd\":\"/\",\"consoleSize\":null,\"noNewPrivileges\":false,\"apparmorProfile\":\"\"")
         #expect(loadError(text) == nil)
     }
 }

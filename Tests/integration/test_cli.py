@@ -102,9 +102,13 @@ def test_bad_configs_name_the_field(env):
         c["process"]["cwd"] = "relative"
     assert "process.cwd: must be an absolute path" in bad_config(env, rel)
 
-    def caps(c):
-        c["process"]["capabilities"] = {"bounding": ["CAP_KILL"]}
-    assert bad_config(env, caps) == "config.json: process.capabilities: not supported by berth yet"
+    def rlimit(c):
+        c["process"]["rlimits"] = [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]
+    assert bad_config(env, rlimit) == 'config.json: process.rlimits[0].type: unknown rlimit "RLIMIT_NOPE"'
+
+    def sysctl(c):
+        c["linux"]["sysctl"] = {"kernel.pid_max": "1000"}
+    assert bad_config(env, sysctl) == "config.json: linux.sysctl.kernel.pid_max: not isolated by any namespace: it would change the host"
 
     def devices(c):
         c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}

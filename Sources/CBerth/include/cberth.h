@@ -56,6 +56,21 @@ enum berth_stage {
     BERTH_STAGE_PRESERVE_FDS,
     BERTH_STAGE_CLOSE_FDS,
     BERTH_STAGE_PROC_CHECK,      // index = mount
+    BERTH_STAGE_CAPS_BOUNDING,   // index = capability
+    BERTH_STAGE_KEEPCAPS,
+    BERTH_STAGE_CAPSET,
+    BERTH_STAGE_CAPS_AMBIENT,    // index = capability
+    BERTH_STAGE_RLIMIT,          // index = rlimit
+    BERTH_STAGE_NO_NEW_PRIVS,
+    BERTH_STAGE_PERSONALITY,
+    BERTH_STAGE_IOPRIO,
+    BERTH_STAGE_SCHEDULER,
+    BERTH_STAGE_CPU_AFFINITY,    // index 0 = initial, 1 = final
+    BERTH_STAGE_SYSCTL,          // index = sysctl
+    BERTH_STAGE_PROC_SYS,        // /proc/sys missing or not procfs
+    BERTH_STAGE_DEV_NULL,        // /dev/null is not the real device
+    BERTH_STAGE_MASK,            // index = masked path
+    BERTH_STAGE_READONLY_PATH,   // index = readonly path
 };
 
 typedef struct {
@@ -105,6 +120,23 @@ typedef struct {
 } berth_symlink;
 
 typedef struct {
+    int resource;           // RLIMIT_*
+    uint64_t soft, hard;
+    int index;              // position in process.rlimits
+} berth_rlimit;
+
+typedef struct {
+    const char *path;       // relative to the container's root
+    int index;
+} berth_path;
+
+typedef struct {
+    const char *key_path;   // "net/ipv4/ip_forward", relative to /proc/sys
+    const char *value;
+    int index;
+} berth_sysctl;
+
+typedef struct {
     // process creation
     int fast_clone_flags;   // CLONE_NEW* passed to clone3 (fast path); 0 in stage mode
     int stage_mode;         // 1: a first child joins/unshares, then forks init
@@ -130,6 +162,10 @@ typedef struct {
     const berth_device *devices; int ndevices;
     const berth_symlink *symlinks; int nsymlinks;
 
+    const berth_sysctl *sysctls; int nsysctls;
+    const berth_path *readonly_paths; int nreadonly_paths;
+    const berth_path *masked_paths; int nmasked_paths;
+
     const char *hostname;   // NULL = leave
     const char *domainname;
 
@@ -145,7 +181,26 @@ typedef struct {
     char *const *argv;
     char *const *envp;
     int preserve_fds;       // fds 3 .. 3+n-1 pass to the container
+
+    // process profile
+    int cap_last;           // highest capability the kernel knows
+    uint64_t cap_bounding, cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+    int no_new_privs;
+    const berth_rlimit *rlimits; int nrlimits;
+    int set_personality; unsigned long personality;
+    int set_ioprio; int ioprio;
+    int set_scheduler;
+    uint32_t sched_policy; uint64_t sched_flags; int32_t sched_nice; uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    int set_cpus_initial, set_cpus_final;
+    uint64_t cpus_initial[16], cpus_final[16]; // 1024-bit CPU masks
 } berth_plan;
+
+// ---- parent-side helpers (libcap) ----------------------------------------------------
+// The capability number of a name such as "CAP_CHOWN", or -1 when libcap does not know it.
+int cb_cap_from_name(const char *name);
+// The highest capability number the running kernel supports.
+int cb_cap_last(void);
 
 // Creates the container's first process and, in it, runs the plan (never returns there).
 // Returns the child's pid (> 0) or -errno. *in_cgroup is set to 1 when clone3 placed the
