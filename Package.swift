@@ -13,7 +13,7 @@ let package = Package(
         // The only code that runs between clone and execve. Plain C, no allocation.
         .target(name: "CBerth",
                 cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])],
-                linkerSettings: [.linkedLibrary("cap")]),
+                linkerSettings: [.linkedLibrary("cap"), .linkedLibrary("seccomp")]),
         .target(name: "BerthSpec"),
         .target(name: "BerthCore", dependencies: ["BerthSpec", "CBerth"]),
         .executableTarget(name: "berth", dependencies: ["BerthCore", "BerthSpec", "CBerth"]),

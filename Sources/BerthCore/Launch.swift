@@ -64,8 +64,34 @@ struct Launcher {
             joinFds.append(l)
         }
 
+        // The seccomp agent's socket is connected now, while its host path is reachable;
+        // init sends the listener fd through it when the filter is loaded.
+        var listenerFd: Int32 = -1
+        if let path = plan.seccomp?.listenerPath {
+            fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            if fd < 0 { close(parentEnd); throw .sys("socket") }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+                close(fd); close(parentEnd)
+                throw BerthError("config.json: linux.seccomp.listenerPath: path too long")
+            }
+            withUnsafeMutableBytes(of: &addr.sun_path) { b in for (i, c) in bytes.enumerated() { b[i] = c } }
+            let r = withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if r != 0 {
+                let e = errno
+                close(fd); close(parentEnd)
+                throw BerthError("config.json: linux.seccomp.listenerPath: connect \(path): \(errnoWords(e))")
+            }
+            listenerFd = try lift(fd)
+            owned.append(listenerFd)
+        }
+
         let cplan = CPlan(plan, syncFd: childEnd, parentSyncFd: parentEnd, fifoFd: fifoFd,
-                          cgroupFd: cgroupFd, joinFds: joinFds)
+                          cgroupFd: cgroupFd, joinFds: joinFds, listenerFd: listenerFd)
         var inCgroup: Int32 = 0
         let child = withExtendedLifetime(cplan) { cb_spawn(&cplan.raw, &inCgroup) }
         if child < 0 { close(parentEnd); throw .sys("clone", -child) }
@@ -119,8 +145,12 @@ struct Launcher {
 
     /// Releases init from its parent-death signal once the container is recorded, and
     /// waits for its acknowledgement (after which `create` may exit).
-    static func commit(_ l: Launched) throws(BerthError) {
+    static func commit(_ l: Launched, notifyState: [UInt8]? = nil) throws(BerthError) {
         defer { close(l.sync) }
+        if let st = notifyState {
+            let n = st.withUnsafeBytes { b in retrying { write(l.sync, b.baseAddress, b.count) } }
+            if n != st.count { throw BerthError("container init exited unexpectedly") }
+        }
         guard sendGo(l.sync), let rep = readReport(l.sync), rep.stage == BERTH_MSG_ACK.rawValue else {
             throw BerthError("container init exited unexpectedly")
         }

@@ -112,7 +112,9 @@ public struct Runtime {
             let rec = ContainerRecord(dir: dir, state: state)
             try store.save(rec)
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
-            try Launcher.commit(l)
+            let notify = plan.seccomp?.listenerPath == nil ? nil
+                : SeccompProgram.processState(metadata: plan.seccomp?.listenerMetadata, state: state)
+            try Launcher.commit(l, notifyState: notify)
             return Created(record: rec, launched: l)
         } catch {
             cleanup()

@@ -63,6 +63,7 @@ struct ContainerPlan {
     var scheduler: Scheduler?
     var cpusInitial: [Int]?
     var cpusFinal: [Int]?
+    var seccomp: SeccompProgram?
 
     /// A first child is needed to join namespaces by path or to set time offsets before
     /// init exists; otherwise one clone3 creates init in all its new namespaces.
@@ -199,6 +200,7 @@ struct ContainerPlan {
         p.scheduler = process.scheduler
         p.cpusInitial = process.execCPUAffinity?.initial.flatMap(parseCPUList)
         p.cpusFinal = process.execCPUAffinity?.final.flatMap(parseCPUList)
+        if let sc = linux.seccomp { p.seccomp = try SeccompProgram.compile(sc) }
         return p
     }
 }
@@ -275,7 +277,7 @@ final class CPlan {
     }
 
     init(_ p: ContainerPlan, syncFd: Int32, parentSyncFd: Int32, fifoFd: Int32, cgroupFd: Int32,
-         joinFds: [Int32]) {
+         joinFds: [Int32], listenerFd: Int32) {
         var fast: Int32 = 0
         var unshareFlags: Int32 = 0
         for k in p.newNamespaces {
@@ -402,5 +404,12 @@ final class CPlan {
         }
         if let c = p.cpusInitial { raw.set_cpus_initial = 1; raw.cpus_initial = cpuMask(c) }
         if let c = p.cpusFinal { raw.set_cpus_final = 1; raw.cpus_final = cpuMask(c) }
+        raw.seccomp_listener_sock = listenerFd
+        if let sc = p.seccomp {
+            raw.seccomp_filter = UnsafeRawPointer(array(sc.bpf)!)
+            raw.seccomp_len = UInt16(sc.bpf.count / 8)
+            raw.seccomp_flags = sc.flags
+            raw.seccomp_needs_admin = p.noNewPrivileges ? 0 : 1
+        }
     }
 }

@@ -77,6 +77,30 @@ public struct CPUAffinity: Sendable {
     public var final: String?
 }
 
+public struct Seccomp: Sendable {
+    public var defaultAction: String
+    public var defaultErrnoRet: UInt32?
+    public var architectures: [String]?
+    public var flags: [String]?
+    public var listenerPath: String?
+    public var listenerMetadata: String?
+    public var syscalls: [SeccompRule]?
+}
+
+public struct SeccompRule: Sendable {
+    public var names: [String]
+    public var action: String
+    public var errnoRet: UInt32?
+    public var args: [SeccompArg]?
+}
+
+public struct SeccompArg: Sendable {
+    public var index: UInt32
+    public var value: UInt64
+    public var valueTwo: UInt64?
+    public var op: String
+}
+
 public struct Personality: Sendable {
     public var domain: String
     public var flags: [String]?
@@ -113,7 +137,7 @@ public struct Linux: Sendable {
     public var cgroupsPath: String?
     public var rootfsPropagation: String?
     public var resources: JSONValue?
-    public var seccomp: JSONValue?
+    public var seccomp: Seccomp?
     public var sysctl: [String: String]?
     public var maskedPaths: [String]?
     public var readonlyPaths: [String]?
@@ -253,7 +277,7 @@ extension Linux {
         cgroupsPath = try r.optString("cgroupsPath")
         rootfsPropagation = try r.optString("rootfsPropagation")
         resources = r.raw("resources")
-        seccomp = r.raw("seccomp")
+        seccomp = try r.optObject("seccomp").map { (o: JSONReader) throws(SpecError) in try Seccomp(o) }
         sysctl = try r.optStringMap("sysctl")
         maskedPaths = try r.optStrings("maskedPaths")
         readonlyPaths = try r.optStrings("readonlyPaths")
@@ -284,5 +308,25 @@ extension Device {
         fileMode = try r.optInteger("fileMode", UInt32.self)
         uid = try r.optInteger("uid", UInt32.self)
         gid = try r.optInteger("gid", UInt32.self)
+    }
+}
+
+extension Seccomp {
+    public init(_ r: JSONReader) throws(SpecError) {
+        defaultAction = try r.string("defaultAction")
+        defaultErrnoRet = try r.optInteger("defaultErrnoRet", UInt32.self)
+        architectures = try r.optStrings("architectures")
+        flags = try r.optStrings("flags")
+        listenerPath = try r.optString("listenerPath")
+        listenerMetadata = try r.optString("listenerMetadata")
+        syscalls = try r.optObjects("syscalls") { (o: JSONReader) throws(SpecError) in
+            SeccompRule(
+                names: try o.optStrings("names") ?? [], action: try o.string("action"),
+                errnoRet: try o.optInteger("errnoRet", UInt32.self),
+                args: try o.optObjects("args") { (a: JSONReader) throws(SpecError) in
+                    SeccompArg(index: try a.integer("index", UInt32.self), value: try a.integer("value", UInt64.self),
+                               valueTwo: try a.optInteger("valueTwo", UInt64.self), op: try a.string("op"))
+                })
+        }
     }
 }

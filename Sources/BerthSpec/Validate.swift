@@ -161,7 +161,7 @@ extension Spec {
             throw bad("linux.rootfsPropagation", "unknown propagation \"\(p)\"")
         }
         try notYet("linux.resources", linux.resources)
-        try notYet("linux.seccomp", linux.seccomp)
+        if let sc = linux.seccomp { try sc.validate(bad) }
         for (key, _) in (linux.sysctl ?? [:]).sorted(by: { $0.key < $1.key }) {
             guard sysctlPath(key) != nil else { throw bad("linux.sysctl.\(key)", "malformed sysctl name") }
             if let why = sysctlRefusal(key, isNew: isNew, has: { kinds[$0.rawValue] != nil }) {
@@ -266,4 +266,71 @@ func sysctlRefusal(_ key: String, isNew: (NamespaceKind) -> Bool, has: (Namespac
 extension String {
     func replacingDots() -> String { String(map { $0 == "." ? "/" : $0 }) }
     func replacingSlashes() -> String { String(map { $0 == "/" ? "." : $0 }) }
+}
+
+/// libseccomp's action values (seccomp.h), by the names the spec uses.
+public let seccompActions: [String: UInt32] = [
+    "SCMP_ACT_KILL": 0x0000_0000, "SCMP_ACT_KILL_THREAD": 0x0000_0000, "SCMP_ACT_KILL_PROCESS": 0x8000_0000,
+    "SCMP_ACT_TRAP": 0x0003_0000, "SCMP_ACT_ERRNO": 0x0005_0000, "SCMP_ACT_TRACE": 0x7ff0_0000,
+    "SCMP_ACT_LOG": 0x7ffc_0000, "SCMP_ACT_ALLOW": 0x7fff_0000, "SCMP_ACT_NOTIFY": 0x7fc0_0000,
+]
+
+/// scmp_compare values.
+public let seccompOperators: [String: Int32] = [
+    "SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7,
+]
+
+/// seccomp(2) filter flags the spec names.
+public let seccompFlags: [String: UInt32] = [
+    "SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2, "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32,
+]
+
+public let seccompArchitectures: [String] = [
+    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X", "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",
+]
+
+extension Seccomp {
+    /// True when the filter hands syscalls to a user-space agent.
+    public var usesNotify: Bool {
+        defaultAction == "SCMP_ACT_NOTIFY" || (syscalls ?? []).contains { $0.action == "SCMP_ACT_NOTIFY" }
+    }
+
+    func validate(_ bad: (String, String) -> SpecError) throws(SpecError) {
+        guard seccompActions[defaultAction] != nil else {
+            throw bad("linux.seccomp.defaultAction", "unknown action \"\(defaultAction)\"")
+        }
+        if defaultAction == "SCMP_ACT_NOTIFY" {
+            throw bad("linux.seccomp.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
+        }
+        for (i, a) in (architectures ?? []).enumerated() where !seccompArchitectures.contains(a) {
+            throw bad("linux.seccomp.architectures[\(i)]", "unknown architecture \"\(a)\"")
+        }
+        for (i, f) in (flags ?? []).enumerated() where seccompFlags[f] == nil {
+            throw bad("linux.seccomp.flags[\(i)]", "unknown flag \"\(f)\"")
+        }
+        for (i, rule) in (syscalls ?? []).enumerated() {
+            guard seccompActions[rule.action] != nil else {
+                throw bad("linux.seccomp.syscalls[\(i)].action", "unknown action \"\(rule.action)\"")
+            }
+            if rule.names.isEmpty { throw bad("linux.seccomp.syscalls[\(i)].names", "must name at least one syscall") }
+            for (j, a) in (rule.args ?? []).enumerated() {
+                if a.index > 5 { throw bad("linux.seccomp.syscalls[\(i)].args[\(j)].index", "must be 0 to 5") }
+                guard seccompOperators[a.op] != nil else {
+                    throw bad("linux.seccomp.syscalls[\(i)].args[\(j)].op", "unknown operator \"\(a.op)\"")
+                }
+            }
+        }
+        if usesNotify {
+            guard let p = listenerPath, p.hasPrefix("/") else {
+                throw bad("linux.seccomp.listenerPath", "an absolute socket path is required with SCMP_ACT_NOTIFY")
+            }
+        } else if let p = listenerPath, !p.isEmpty {
+            throw bad("linux.seccomp.listenerPath", "set, but no rule uses SCMP_ACT_NOTIFY")
+        }
+    }
 }

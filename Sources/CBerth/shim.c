@@ -28,6 +28,8 @@
 #include <unistd.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
 
@@ -561,22 +563,78 @@ static void apply_profile_as_root(const berth_plan *p) {
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(BERTH_STAGE_KEEPCAPS, errno, -1);
 }
 
-// After the user switch: the effective, permitted and inheritable sets, then ambient.
-static void apply_capabilities(const berth_plan *p) {
+static int set_capability_sets(uint64_t effective, uint64_t permitted, uint64_t inheritable) {
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
     for (int i = 0; i < 2; i++) {
-        data[i].effective = (uint32_t)(p->cap_effective >> (32 * i));
-        data[i].permitted = (uint32_t)(p->cap_permitted >> (32 * i));
-        data[i].inheritable = (uint32_t)(p->cap_inheritable >> (32 * i));
+        data[i].effective = (uint32_t)(effective >> (32 * i));
+        data[i].permitted = (uint32_t)(permitted >> (32 * i));
+        data[i].inheritable = (uint32_t)(inheritable >> (32 * i));
     }
-    if (syscall(SYS_capset, &hdr, data) != 0) fail(BERTH_STAGE_CAPSET, errno, -1);
+    return (int)syscall(SYS_capset, &hdr, data);
+}
+
+#define CAP_SYS_ADMIN_BIT (1ULL << 21)
+
+// After the user switch: the effective, permitted and inheritable sets, then ambient.
+// Loading seccomp without no_new_privs needs CAP_SYS_ADMIN, so it stays in effective and
+// permitted until the filter is loaded (see load_seccomp).
+static void apply_capabilities(const berth_plan *p) {
+    uint64_t extra = p->seccomp_needs_admin ? CAP_SYS_ADMIN_BIT : 0;
+    if (set_capability_sets(p->cap_effective | extra, p->cap_permitted | extra, p->cap_inheritable) != 0)
+        fail(BERTH_STAGE_CAPSET, errno, -1);
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
         fail(BERTH_STAGE_CAPS_AMBIENT, errno, -1);
     for (int c = 0; c <= p->cap_last; c++) {
         if (!(p->cap_ambient & (1ULL << c))) continue;
         if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0)
             fail(BERTH_STAGE_CAPS_AMBIENT, errno, c);
+    }
+}
+
+// For SCMP_ACT_NOTIFY: the container process state the parent sends after READY.
+static char notify_state[65536];
+static size_t notify_state_len;
+
+static void write_str(int fd, const char *s);
+
+__attribute__((noreturn)) static void die_after_start(const char *what, int e);
+
+// Loads the filter: the very last step before execve, after every check that needs a
+// syscall (a profile may forbid getcwd, stat, ...). Without no_new_privs the kernel wants
+// CAP_SYS_ADMIN, kept until now and dropped right after with one capset (the only
+// syscall between the load and execve besides sendmsg for a notify listener).
+static void load_seccomp(const berth_plan *p) {
+    if (!p->seccomp_filter) return;
+    struct sock_fprog prog = {p->seccomp_len, (struct sock_filter *)p->seccomp_filter};
+    unsigned int flags = p->seccomp_flags | (p->seccomp_listener_sock >= 0 ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0);
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+    if (fd < 0) die_after_start("load seccomp filter", errno);
+    if (p->seccomp_needs_admin &&
+        set_capability_sets(p->cap_effective, p->cap_permitted, p->cap_inheritable) != 0)
+        die_after_start("drop CAP_SYS_ADMIN after loading seccomp", errno);
+    if (p->seccomp_listener_sock >= 0) {
+        // One message to the agent: the state as payload, the listener fd as SCM_RIGHTS.
+        int lfd = (int)fd;
+        char control[CMSG_SPACE(sizeof(int))];
+        memset(control, 0, sizeof control);
+        struct iovec iov = {notify_state, notify_state_len};
+        struct msghdr msg;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &lfd, sizeof(int));
+        ssize_t n;
+        do { n = sendmsg(p->seccomp_listener_sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+        if (n < 0) die_after_start("send the seccomp listener to linux.seccomp.listenerPath", errno);
+        close(lfd);
+        close(p->seccomp_listener_sock);
     }
 }
 
@@ -620,6 +678,17 @@ static void set_signals(void (*handler)(int)) {
 }
 
 static void write_str(int fd, const char *s) { ssize_t r = write(fd, s, c_strlen(s)); (void)r; }
+
+// After `start` nobody reads the sync socket any more: a failure goes to the container's
+// stderr, as runc reports it.
+__attribute__((noreturn)) static void die_after_start(const char *what, int e) {
+    write_str(2, "berth: ");
+    write_str(2, what);
+    write_str(2, ": ");
+    write_str(2, errno_words(e));
+    write_str(2, "\n");
+    _exit(127);
+}
 
 __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     char exe[PATH_MAX];
@@ -701,6 +770,14 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     // Ready: tell the parent, and wait for it to record the container. Until its go-ahead
     // the parent-death signal stays armed, so a caller killed half-way takes us with it.
     send_record(BERTH_MSG_READY, 0, -1, 0);
+    if (p->seccomp_listener_sock >= 0) {
+        // The container process state for the seccomp agent (it names our host pid, which
+        // only the parent knows), then the usual go-ahead.
+        ssize_t n;
+        do { n = read(child_sync, notify_state, sizeof notify_state); } while (n < 0 && errno == EINTR);
+        if (n <= 0) _exit(1);
+        notify_state_len = (size_t)n;
+    }
     wait_go();
     if (prctl(PR_SET_PDEATHSIG, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     send_record(BERTH_MSG_ACK, 0, -1, 0);
@@ -718,10 +795,10 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
 
     // Give the program default signal dispositions and an empty mask.
     set_signals(SIG_DFL);
+    load_seccomp(p);
 
     execve(exe, p->argv, p->envp);
     int e = errno;
-    // The creator is gone by now; runc reports on stderr too.
     write_str(2, "berth: exec ");
     write_str(2, exe);
     write_str(2, ": ");

@@ -194,6 +194,13 @@ typedef struct {
     uint64_t sched_runtime, sched_deadline, sched_period;
     int set_cpus_initial, set_cpus_final;
     uint64_t cpus_initial[16], cpus_final[16]; // 1024-bit CPU masks
+
+    // seccomp: a BPF program compiled by the parent, loaded as the very last step
+    const void *seccomp_filter;   // struct sock_filter[], NULL = none
+    unsigned short seccomp_len;   // instructions
+    unsigned int seccomp_flags;   // SECCOMP_FILTER_FLAG_*
+    int seccomp_needs_admin;      // no no_new_privs: keep CAP_SYS_ADMIN until loaded
+    int seccomp_listener_sock;    // connected to linux.seccomp.listenerPath, or -1
 } berth_plan;
 
 // ---- parent-side helpers (libcap) ----------------------------------------------------
@@ -201,6 +208,15 @@ typedef struct {
 int cb_cap_from_name(const char *name);
 // The highest capability number the running kernel supports.
 int cb_cap_last(void);
+
+// libseccomp, parent side only. Functions return >= 0 or -errno.
+typedef struct { uint32_t index; int op; uint64_t value, value_two; } cb_seccomp_arg;
+void *cb_seccomp_new(uint32_t default_action);
+void cb_seccomp_free(void *ctx);
+int cb_seccomp_add_arch(void *ctx, const char *name);
+int cb_seccomp_syscall(const char *name);   // the number, or -1 when libseccomp does not know it
+int cb_seccomp_add_rule(void *ctx, uint32_t action, int nr, int nargs, const cb_seccomp_arg *args);
+int cb_seccomp_export(void *ctx, uint8_t **out, size_t *len);
 
 // Creates the container's first process and, in it, runs the plan (never returns there).
 // Returns the child's pid (> 0) or -errno. *in_cgroup is set to 1 when clone3 placed the
