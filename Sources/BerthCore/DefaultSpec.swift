@@ -80,7 +80,7 @@ public enum Features {
         let doc: JSON = .object([
             ("ociVersionMin", s("1.0.0")),
             ("ociVersionMax", s(ociSpecVersion)),
-            ("hooks", .array([])),
+            ("hooks", .array(HookKind.allCases.map { s($0.rawValue) })),
             ("mountOptions", .array(opts.map(s))),
             ("linux", .object([
                 ("namespaces", .array(NamespaceKind.allCases.map { s($0.rawValue) })),

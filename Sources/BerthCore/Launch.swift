@@ -8,6 +8,9 @@ struct Launcher {
     var plan: ContainerPlan
     var stateDir: String
     var cgroupDir: String?
+    /// Runs the prestart, createRuntime and createContainer hooks for init's pid while
+    /// init waits before its root switch.
+    var onHooks: ((Int32) throws(BerthError) -> Void)?
 
     struct Launched {
         var initPid: Int32
@@ -128,6 +131,17 @@ struct Launcher {
             case BERTH_MSG_INIT_PID.rawValue:
                 initPid = rep.value
                 reap(child)
+            case BERTH_MSG_HOOKS.rawValue:
+                // In stage mode the first child may not have named init yet.
+                while initPid == 0 {
+                    guard let more = readReport(parentEnd), more.stage == BERTH_MSG_INIT_PID.rawValue else {
+                        throw abort(Launcher.childDied)
+                    }
+                    initPid = more.value
+                    reap(child)
+                }
+                do { try onHooks?(initPid) } catch { throw abort(error) }
+                if !sendGo(parentEnd) { throw abort(Launcher.childDied) }
             default:
                 let err = BerthError("unable to start container process: " + describe(rep))
                 if plan.stageMode && initPid == 0 {

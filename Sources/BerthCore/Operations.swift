@@ -45,7 +45,7 @@ public struct Runtime {
             throw BerthError("config.json: cannot read \(configPath): \(errnoWords(errno))")
         }
         let spec: Spec
-        let plan: ContainerPlan
+        var plan: ContainerPlan
         let rootfs: String
         do throws(SpecError) {
             spec = try Spec.load(bytes)
@@ -57,6 +57,10 @@ public struct Runtime {
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
         } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }
+        let hooks = spec.hooks ?? Hooks()
+        let createHooks: [HookKind] = [.prestart, .createRuntime, .createContainer]
+        let hasCreateHooks = createHooks.contains { !hooks[$0].isEmpty }
+        plan.pauseForHooks = hasCreateHooks && plan.setupRootfs
 
         debug("create \(id): bundle \(bundle), rootfs \(rootfs), \(plan.mounts.count) mounts, \(plan.devices.count) devices, new namespaces \(plan.newNamespaces.map(\.rawValue).sorted().joined(separator: ",")), joined \(plan.joins.map(\.kind.rawValue).joined(separator: ","))")
         let dir = try store.claim(id)
@@ -94,13 +98,30 @@ public struct Runtime {
                 bundle: bundle, rootfs: rootfs, created: WallClock.rfc3339(nanos: true),
                 annotations: spec.annotations, owner: "", cgroup: cgroupDir, cgroupCreated: cgroupPlanned,
                 creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
+                hooks: HookKind.allCases.contains { !hooks[$0].isEmpty } ? hooks : nil,
                 ownPidNamespace: plan.ownPidNamespace)
             try store.saveFirst(ContainerRecord(dir: dir, state: state))
             if let cg = cgroupDir, let mount = cgroupMount {
                 cgroupMade = try Cgroup.create(cg, mount: mount)
             }
             debug("cgroup \(cgroupDir ?? "none") (created: \(cgroupMade.joined(separator: " ")))")
-            let l = try Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir).launch()
+            let creating = state
+            // runtime-spec lifecycle steps 5-7: prestart and createRuntime in the runtime's
+            // namespaces, createContainer in the container's, before the root switch.
+            let runCreateHooks = { (pid: Int32) throws(BerthError) -> Void in
+                let input = HookRunner.state(creating, status: .creating, pid: pid)
+                try HookRunner.run(.prestart, hooks[.prestart], state: input)
+                try HookRunner.run(.createRuntime, hooks[.createRuntime], state: input)
+                try HookRunner.run(.createContainer, hooks[.createContainer], state: input, inContainerOf: pid)
+            }
+            var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir)
+            if plan.pauseForHooks { launcher.onHooks = runCreateHooks }
+            let l = try launcher.launch()
+            // A joined mount namespace has no root switch to pause before.
+            if hasCreateHooks && !plan.pauseForHooks {
+                launched = l
+                try runCreateHooks(l.initPid)
+            }
             launched = l
             debug("init \(l.initPid) is waiting before execve (\(plan.stageMode ? "stage mode" : "one clone3"))")
             guard let info = ProcStat.read(pid: l.initPid) else { throw BerthError("container init exited unexpectedly") }
@@ -143,6 +164,17 @@ public struct Runtime {
         case .stopped: throw BerthError("cannot start a container that has stopped")
         default: throw BerthError("cannot start an already running container")
         }
+        let hooks = rec.state.hooks ?? Hooks()
+        // A failing startContainer or poststart hook stops the container and ends its
+        // lifecycle (runtime-spec: continue at delete).
+        do {
+            try HookRunner.run(.startContainer, hooks[.startContainer],
+                               state: HookRunner.state(rec.state, status: .created, pid: rec.state.pid),
+                               inContainerOf: rec.state.pid)
+        } catch {
+            _ = try? delete(id: rec.state.id, force: true)
+            throw error
+        }
         let fd = open(rec.fifoPath, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             if errno == ENXIO || errno == ENOENT { throw BerthError("cannot start a container that has stopped") }
@@ -155,6 +187,13 @@ public struct Runtime {
         if n != 1 { throw .sys("release container init", e) }
         unlink(rec.fifoPath)
         debug("started \(rec.state.id): init \(rec.state.pid) released")
+        do {
+            try HookRunner.run(.poststart, hooks[.poststart],
+                               state: HookRunner.state(rec.state, status: .running, pid: rec.state.pid))
+        } catch {
+            _ = try? delete(id: rec.state.id, force: true)
+            throw error
+        }
     }
 
     // MARK: run
@@ -297,5 +336,12 @@ public struct Runtime {
         }
         store.remove(rec.dir)
         debug("deleted \(id) (was \(st.rawValue))")
+        // poststop: after the container is gone; a failure is only a warning.
+        if let hooks = rec.state.hooks {
+            do {
+                try HookRunner.run(.poststop, hooks[.poststop],
+                                   state: HookRunner.state(rec.state, status: .stopped, pid: rec.state.pid))
+            } catch { warn(error.message) }
+        }
     }
 }

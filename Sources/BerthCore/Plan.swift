@@ -64,6 +64,8 @@ struct ContainerPlan {
     var cpusInitial: [Int]?
     var cpusFinal: [Int]?
     var seccomp: SeccompProgram?
+    /// init reports BERTH_MSG_HOOKS before the root switch and waits for the parent.
+    var pauseForHooks = false
 
     /// A first child is needed to join namespaces by path or to set time offsets before
     /// init exists; otherwise one clone3 creates init in all its new namespaces.
@@ -405,6 +407,7 @@ final class CPlan {
         if let c = p.cpusInitial { raw.set_cpus_initial = 1; raw.cpus_initial = cpuMask(c) }
         if let c = p.cpusFinal { raw.set_cpus_final = 1; raw.cpus_final = cpuMask(c) }
         raw.seccomp_listener_sock = listenerFd
+        raw.pause_for_hooks = p.pauseForHooks ? 1 : 0
         if let sc = p.seccomp {
             raw.seccomp_filter = UnsafeRawPointer(array(sc.bpf)!)
             raw.seccomp_len = UInt16(sc.bpf.count / 8)

@@ -30,6 +30,9 @@ public struct StoredState: Sendable {
     /// leaves a record `delete` can clean up, and a live one shows as "creating".
     public var creatorPid: Int32?
     public var creatorStartTime: UInt64?
+    /// startContainer, poststart and poststop run from later commands, which must not
+    /// read a config.json that may have changed since create.
+    public var hooks: Hooks?
     /// True when the container has its own pid namespace: killing init then ends every
     /// process of the container.
     public var ownPidNamespace: Bool
@@ -51,6 +54,7 @@ extension StoredState {
         creatorPid = try r.optInteger("creatorPid", Int32.self)
         creatorStartTime = try r.optInteger("creatorStartTime", UInt64.self)
         ownPidNamespace = try r.optBool("ownPidNamespace") ?? false
+        hooks = try r.optObject("hooks").map { (o: JSONReader) throws(SpecError) in try Hooks(o) }
     }
 
     var json: JSON {
@@ -65,6 +69,7 @@ extension StoredState {
         if let c = cgroupCreated { f.append(("cgroupCreated", .array(c.map(s)))) }
         if let c = creatorPid { f.append(("creatorPid", .int(Int64(c)))) }
         if let c = creatorStartTime { f.append(("creatorStartTime", .int(Int64(c)))) }
+        if let h = hooks { f.append(("hooks", h.json)) }
         return .object(f)
     }
 }

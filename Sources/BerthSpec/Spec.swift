@@ -14,7 +14,7 @@ public struct Spec: Sendable {
     public var hostname: String?
     public var domainname: String?
     public var mounts: [Mount]?
-    public var hooks: JSONValue?
+    public var hooks: Hooks?
     public var annotations: [String: String]?
     public var linux: Linux?
     // Other platforms: refused when present.
@@ -75,6 +75,27 @@ public struct IOPriority: Sendable {
 public struct CPUAffinity: Sendable {
     public var initial: String?
     public var final: String?
+}
+
+public struct Hook: Sendable, Equatable {
+    public var path: String
+    public var args: [String]?
+    public var env: [String]?
+    public var timeout: Int?
+    public init(path: String, args: [String]? = nil, env: [String]? = nil, timeout: Int? = nil) {
+        self.path = path; self.args = args; self.env = env; self.timeout = timeout
+    }
+}
+
+/// The six hook lists, by the spec's names, in the order the lifecycle runs them.
+public enum HookKind: String, CaseIterable, Sendable {
+    case prestart, createRuntime, createContainer, startContainer, poststart, poststop
+}
+
+public struct Hooks: Sendable {
+    public var lists: [HookKind: [Hook]] = [:]
+    public init() {}
+    public subscript(_ k: HookKind) -> [Hook] { lists[k] ?? [] }
 }
 
 public struct Seccomp: Sendable {
@@ -186,7 +207,7 @@ extension Spec {
         hostname = try r.optString("hostname")
         domainname = try r.optString("domainname")
         mounts = try r.optObjects("mounts") { (o: JSONReader) throws(SpecError) in try Mount(o) }
-        hooks = r.raw("hooks")
+        hooks = try r.optObject("hooks").map { (o: JSONReader) throws(SpecError) in try Hooks(o) }
         annotations = try r.optStringMap("annotations")
         linux = try r.optObject("linux").map { (o: JSONReader) throws(SpecError) in try Linux(o) }
         solaris = r.raw("solaris")
@@ -327,6 +348,17 @@ extension Seccomp {
                     SeccompArg(index: try a.integer("index", UInt32.self), value: try a.integer("value", UInt64.self),
                                valueTwo: try a.optInteger("valueTwo", UInt64.self), op: try a.string("op"))
                 })
+        }
+    }
+}
+
+extension Hooks {
+    public init(_ r: JSONReader) throws(SpecError) {
+        for k in HookKind.allCases {
+            lists[k] = try r.optObjects(k.rawValue) { (o: JSONReader) throws(SpecError) in
+                Hook(path: try o.string("path"), args: try o.optStrings("args"), env: try o.optStrings("env"),
+                     timeout: try o.optInteger("timeout", Int.self))
+            }
         }
     }
 }

@@ -85,7 +85,12 @@ extension Spec {
         }
         if let a = process.apparmorProfile, !a.isEmpty { throw bad("process.apparmorProfile", "AppArmor is not supported by berth") }
         if let s = process.selinuxLabel, !s.isEmpty { throw bad("process.selinuxLabel", "SELinux is not supported by berth") }
-        try notYet("hooks", hooks)
+        for k in HookKind.allCases {
+            for (i, h) in (hooks?[k] ?? []).enumerated() {
+                if !h.path.hasPrefix("/") { throw bad("hooks.\(k.rawValue)[\(i)].path", "must be an absolute path, got \"\(h.path)\"") }
+                if let t = h.timeout, t <= 0 { throw bad("hooks.\(k.rawValue)[\(i)].timeout", "must be a positive number of seconds") }
+            }
+        }
 
         for (i, m) in (mounts ?? []).enumerated() {
             if !m.destination.hasPrefix("/") {

@@ -199,7 +199,7 @@ func spec(_ extra: String = "", namespaces: String = #"[{"type":"pid"},{"type":"
         ContainerRecord(dir: dir, state: StoredState(
             ociVersion: "1.3.0", id: "x", pid: pid, startTime: start, bundle: "/b", rootfs: "/b/r",
             created: "2026-01-01T00:00:00Z", annotations: ["k": "v"], owner: "", cgroup: nil, cgroupCreated: nil,
-            creatorPid: nil, creatorStartTime: nil, ownPidNamespace: true))
+            creatorPid: nil, creatorStartTime: nil, hooks: nil, ownPidNamespace: true))
     }
 
     @Test func statusFromTheLiveProcess() throws {

@@ -25,7 +25,7 @@ import Glibc
 #endif
 
 @Suite struct ExampleConfigs {
-    @Test(arguments: ["minimal", "runc-like", "readonly-rootfs", "user-namespace", "joined-netns", "time-namespace"])
+    @Test(arguments: ["minimal", "runc-like", "readonly-rootfs", "user-namespace", "joined-netns", "time-namespace", "seccomp", "hooks"])
     func decodesAndValidates(name: String) throws {
         let text = try #require(readText("\(examplesDir)/\(name).json"))
         let spec = try Spec.load(Array(text.utf8))

@@ -151,7 +151,8 @@ def test_notify_listener_gets_the_fd_and_answers(env):
     t = threading.Thread(target=agent, args=(server, result), daemon=True)
     t.start()
     prof = profile([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}],
-                   listenerPath=path, listenerMetadata="hello-agent")
+                   listenerPath=path, listenerMetadata="hello-agent",
+                   flags=["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"])
     def m(c):
         with_seccomp(prof)(c)
         c["annotations"] = {"k": "v"}
@@ -168,3 +169,52 @@ def test_notify_listener_gets_the_fd_and_answers(env):
     assert st["pid"] > 0 and st["state"]["pid"] == st["pid"]
     assert st["state"]["annotations"] == {"k": "v"}
     assert result["syscalls"] == [83] or result["syscalls"] == [258]  # mkdir or mkdirat
+
+
+import pytest
+
+
+@pytest.mark.parametrize("op,value,refused", [
+    ("SCMP_CMP_EQ", 10, {"USR1"}), ("SCMP_CMP_NE", 10, {"USR2"}), ("SCMP_CMP_LT", 11, {"USR1"}),
+    ("SCMP_CMP_LE", 10, {"USR1"}), ("SCMP_CMP_GT", 11, {"USR2"}), ("SCMP_CMP_GE", 12, {"USR2"}),
+])
+def test_every_operator(env, op, value, refused):
+    # A rule on kill(2)'s signal argument; USR1 is 10, USR2 is 12.
+    rules = [{"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+              "args": [{"index": 1, "value": value, "op": op}]}]
+    p = env.run(["sh", "-c", "trap '' USR1 USR2; for s in USR1 USR2; do kill -$s $$ 2>/dev/null && echo $s-ok || echo $s-refused; done"],
+                mutate=with_seccomp(profile(rules)))
+    assert p.returncode == 0, p.stderr
+    got = {l.split("-")[0] for l in p.stdout.split() if l.endswith("-refused")}
+    assert got == refused, p.stdout
+
+
+@pytest.mark.parametrize("action,expect_status,expect_out", [
+    ("SCMP_ACT_TRAP", 128 + 31, None),          # SIGSYS
+    ("SCMP_ACT_KILL_THREAD", 128 + 31, None),   # the only thread: the process dies
+    ("SCMP_ACT_KILL", 128 + 31, None),
+    ("SCMP_ACT_LOG", 0, "after"),               # allowed, logged by the kernel
+    ("SCMP_ACT_TRACE", 0, "after"),             # no tracer: the syscall fails with ENOSYS
+])
+def test_other_actions(env, action, expect_status, expect_out):
+    prof = profile([{"names": ["uname"], "action": action}])
+    p = env.run(["sh", "-c", "uname >/dev/null 2>&1; echo after"], mutate=with_seccomp(prof))
+    assert p.returncode == expect_status, (p.stdout, p.stderr)
+    if expect_out:
+        assert expect_out in p.stdout
+
+
+def test_two_comparisons_of_one_argument_match_either(env):
+    # libseccomp refuses them in one rule; like runc, Berth makes one rule per comparison.
+    rules = [{"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+              "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}, {"index": 1, "value": 12, "op": "SCMP_CMP_EQ"}]}]
+    p = env.run(["sh", "-c", "trap '' USR1 USR2; for s in USR1 USR2 0; do kill -$s $$ 2>/dev/null && echo $s-ok || echo $s-refused; done"],
+                mutate=with_seccomp(profile(rules)))
+    assert p.stdout.split() == ["USR1-refused", "USR2-refused", "0-ok"], p.stderr
+
+
+def test_tsync_flag(env):
+    prof = profile([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+                   flags=["SECCOMP_FILTER_FLAG_TSYNC"])
+    p = env.run(["sh", "-c", "mkdir /tmp/d 2>&1 || true"], mutate=with_seccomp(prof))
+    assert p.returncode == 0 and "Operation not permitted" in p.stdout, p.stderr

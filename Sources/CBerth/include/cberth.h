@@ -20,6 +20,7 @@ enum berth_msg {
     BERTH_MSG_NEED_MAPS = -1, // stage 1 created a user namespace: write its id maps
     BERTH_MSG_INIT_PID = -2,  // stage 1 forked init; value = its pid
     BERTH_MSG_ACK = -3,       // init will survive its parent from now on
+    BERTH_MSG_HOOKS = -4,     // mounts are done, root not yet switched: run the create hooks
 };
 
 // Steps the child reports a failure at (stage > 0). Swift turns them into sentences.
@@ -201,7 +202,18 @@ typedef struct {
     unsigned int seccomp_flags;   // SECCOMP_FILTER_FLAG_*
     int seccomp_needs_admin;      // no no_new_privs: keep CAP_SYS_ADMIN until loaded
     int seccomp_listener_sock;    // connected to linux.seccomp.listenerPath, or -1
+
+    int pause_for_hooks;          // report BERTH_MSG_HOOKS before pivot_root and wait
 } berth_plan;
+
+// Runs one hook (parent side): forks; the child joins the namespaces in nsfds (user
+// first; the pid and time namespaces through one more fork), takes `input` on stdin,
+// sends stdout and stderr into `out`, and execs path. Waits up to timeout_ms (<= 0: no
+// limit) and kills it after. Returns the wait status (>= 0), -ETIMEDOUT, or -errno.
+int cb_run_hook(const char *path, char *const argv[], char *const envp[],
+                const int *nsfds, const int *nstypes, int nns,
+                const void *input, size_t inlen, char *out, size_t outcap, size_t *outlen,
+                int timeout_ms);
 
 // ---- parent-side helpers (libcap) ----------------------------------------------------
 // The capability number of a name such as "CAP_CHOWN", or -1 when libcap does not know it.

@@ -1,0 +1,98 @@
+import BerthSpec
+import CBerth
+import Glibc
+
+/// Runs OCI hooks: each gets the container's state on stdin, its own args and env, and
+/// its timeout. Hooks of the container namespace (createContainer, startContainer) join
+/// init's namespaces first.
+enum HookRunner {
+    /// The state a hook reads on stdin.
+    static func state(_ st: StoredState, status: Status, pid: Int32) -> [UInt8] {
+        var f: [(String, JSON)] = [
+            ("ociVersion", .string(ociSpecVersion)), ("id", .string(st.id)), ("status", .string(status.rawValue)),
+            ("pid", .int(Int64(pid))), ("bundle", .string(st.bundle)),
+        ]
+        if let a = st.annotations, !a.isEmpty { f.append(("annotations", .object(a.keys.sorted().map { ($0, .string(a[$0]!)) }))) }
+        return Array(JSON.object(f).render(indent: nil).utf8)
+    }
+
+    /// fds of init's namespaces that differ from ours, with their CLONE_NEW* types.
+    static func containerNamespaces(of pid: Int32) -> [(fd: Int32, type: Int32)] {
+        let kinds: [(String, Int32)] = [
+            ("user", CB_CLONE_NEWUSER), ("mnt", CB_CLONE_NEWNS), ("pid", CB_CLONE_NEWPID), ("net", CB_CLONE_NEWNET),
+            ("ipc", CB_CLONE_NEWIPC), ("uts", CB_CLONE_NEWUTS), ("cgroup", CB_CLONE_NEWCGROUP), ("time", CB_CLONE_NEWTIME),
+        ]
+        var out: [(Int32, Int32)] = []
+        for (name, type) in kinds {
+            guard let theirs = readLink("/proc/\(pid)/ns/\(name)"), theirs != readLink("/proc/self/ns/\(name)") else { continue }
+            let fd = open("/proc/\(pid)/ns/\(name)", O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { out.append((fd, type)) }
+        }
+        return out
+    }
+
+    static func readLink(_ path: String) -> String? {
+        var buf = [UInt8](repeating: 0, count: 256)
+        let n = buf.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { readlink(path, $0, b.count) }
+        }
+        return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : nil
+    }
+
+    /// Runs the hooks of `kind` in order; the first failure is thrown, naming the hook.
+    static func run(_ kind: HookKind, _ hooks: [Hook], state: [UInt8], inContainerOf pid: Int32? = nil) throws(BerthError) {
+        guard !hooks.isEmpty else { return }
+        let ns = pid.map { containerNamespaces(of: $0) } ?? []
+        defer { for n in ns { close(n.fd) } }
+        for (i, h) in hooks.enumerated() {
+            debug("running \(kind.rawValue) hook \(i): \(h.path)")
+            var output = [CChar](repeating: 0, count: 4096)
+            var outLen = 0
+            let status: Int32 = withCStrings(h.args ?? [h.path]) { argv in
+                withCStrings(h.env ?? []) { envp in
+                    let fds = ns.map(\.fd), types = ns.map(\.type)
+                    return state.withUnsafeBytes { input in
+                        cb_run_hook(h.path, argv, envp, fds, types, Int32(ns.count), input.baseAddress, input.count,
+                                    &output, output.count, &outLen, Int32((h.timeout ?? 0) * 1000))
+                    }
+                }
+            }
+            let where_ = "\(kind.rawValue) hook \(i) (\(h.path))"
+            let text = String(decoding: output[0..<outLen].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                .split(whereSeparator: { $0 == "\n" }).joined(separator: " | ")
+            let said = text.isEmpty ? "" : ": output: \(text)"
+            if status == -ETIMEDOUT { throw BerthError("\(where_): timed out after \(h.timeout ?? 0)s\(said)") }
+            if status < 0 { throw BerthError("\(where_): \(errnoWords(-status))") }
+            if cb_wait_status_exited(status) != 0 {
+                let code = cb_wait_exit_status(status)
+                if code != 0 { throw BerthError("\(where_): exit status \(code)\(said)") }
+            } else if cb_wait_signaled(status) != 0 {
+                throw BerthError("\(where_): killed by signal \(cb_wait_term_signal(status))\(said)")
+            }
+        }
+    }
+}
+
+/// Calls body with a NULL-terminated C array of the strings, valid during the call.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    ptrs.append(nil)
+    defer { for p in ptrs { free(p) } }
+    return ptrs.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+extension Hooks {
+    var json: JSON {
+        .object(HookKind.allCases.compactMap { k in
+            let list = self[k]
+            if list.isEmpty { return nil }
+            return (k.rawValue, .array(list.map { h in
+                var f: [(String, JSON)] = [("path", .string(h.path))]
+                if let a = h.args { f.append(("args", .array(a.map { .string($0) }))) }
+                if let e = h.env { f.append(("env", .array(e.map { .string($0) }))) }
+                if let t = h.timeout { f.append(("timeout", .int(Int64(t)))) }
+                return .object(f)
+            }))
+        })
+    }
+}

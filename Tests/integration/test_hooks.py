@@ -1,0 +1,123 @@
+"""OCI hooks: each at its moment, with the state on stdin, in the namespace the spec says."""
+import json
+import os
+import shutil
+import socket
+import stat
+
+from conftest import wait_for
+
+
+def script(path, body):
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body)
+    os.chmod(path, 0o755)
+    return path
+
+
+def test_every_hook_runs_at_its_moment(env):
+    log_dir = os.path.join(env.tmp, "hooklog")
+    os.makedirs(log_dir)
+    os.chmod(log_dir, 0o777)
+    log = os.path.join(log_dir, "log")
+    # Host-side hook: records its name, args, env, hostname, whether the state dir exists,
+    # and the state from stdin.
+    host_hook = script(os.path.join(env.tmp, "hook.sh"),
+                       f'state=$(cat); echo "$1 $2 $HOOKVAR $(hostname) $state" >> {log}\n')
+    # startContainer runs inside the container: its path resolves in the container's root.
+    rootfs = os.path.join(env.tmp, "rootfs")
+    shutil.copytree(env.rootfs, rootfs, symlinks=True)
+    script(os.path.join(rootfs, "start-hook.sh"),
+           'state=$(cat); echo "$1 $2 $HOOKVAR $(hostname) $state" >> /hooklog/log\n')
+
+    def hook(kind, path=host_hook):
+        return {"path": path, "args": [path, kind, "x"], "env": [f"HOOKVAR=v-{kind}"], "timeout": 10}
+
+    def m(c):
+        c["root"]["path"] = rootfs
+        c["hostname"] = "hooked"
+        c["annotations"] = {"a": "b"}
+        c["mounts"].append({"destination": "/hooklog", "type": "bind", "source": log_dir, "options": ["bind"]})
+        c["hooks"] = {k: [hook(k)] for k in ("prestart", "createRuntime", "createContainer", "poststart", "poststop")}
+        c["hooks"]["startContainer"] = [hook("startContainer", "/start-hook.sh")]
+
+    b = env.bundle(["sleep", "60"], mutate=m)
+    cid = env.new_id()
+    env.create(b, cid)
+    pid = env.state(cid)["pid"]
+    lines = open(log).read().splitlines()
+    assert [l.split()[0] for l in lines] == ["prestart", "createRuntime", "createContainer"]
+    env.berth("start", cid)
+    env.berth("kill", cid, "KILL")
+    assert wait_for(lambda: env.state(cid)["status"] == "stopped")
+    env.berth("delete", cid)
+    lines = open(log).read().splitlines()
+    assert [l.split()[0] for l in lines] == ["prestart", "createRuntime", "createContainer",
+                                              "startContainer", "poststart", "poststop"]
+    host = os.uname().nodename
+    want_status = {"prestart": "creating", "createRuntime": "creating", "createContainer": "creating",
+                   "startContainer": "created", "poststart": "running", "poststop": "stopped"}
+    for line in lines:
+        kind, arg, var, hostname, state = line.split(" ", 4)
+        st = json.loads(state)
+        assert arg == "x" and var == f"v-{kind}"
+        assert st["id"] == cid and st["pid"] == pid and st["bundle"] == b and st["annotations"] == {"a": "b"}
+        assert st["status"] == want_status[kind], line
+        # Container-namespace hooks see the container's hostname; the others the host's.
+        in_container = kind in ("createContainer", "startContainer")
+        assert hostname == ("hooked" if in_container else host), line
+
+
+def test_failing_create_hook_destroys_the_container(env):
+    bad = script(os.path.join(env.tmp, "bad.sh"), "echo something broke >&2; exit 3\n")
+    def m(c):
+        c["hooks"] = {"createRuntime": [{"path": bad}]}
+    b = env.bundle(["sleep", "60"], mutate=m)
+    cid = env.new_id()
+    p = env.create(b, cid, check=False)
+    assert p.returncode == 1
+    assert f"createRuntime hook 0 ({bad}): exit status 3: output: something broke" in p.stderr
+    assert not os.path.exists(os.path.join(env.root, cid))
+
+
+def test_hook_timeout(env):
+    slow = script(os.path.join(env.tmp, "slow.sh"), "sleep 30\n")
+    def m(c):
+        c["hooks"] = {"prestart": [{"path": slow, "timeout": 1}]}
+    b = env.bundle(["true"], mutate=m)
+    cid = env.new_id()
+    p = env.create(b, cid, check=False)
+    assert p.returncode == 1 and "prestart hook 0" in p.stderr and "timed out after 1s" in p.stderr
+    assert not os.path.exists(os.path.join(env.root, cid))
+
+
+def test_failing_start_hooks_stop_the_container(env):
+    bad = script(os.path.join(env.tmp, "bad.sh"), "exit 1\n")
+    def m(c):
+        c["hooks"] = {"poststart": [{"path": bad}]}
+    b = env.bundle(["sleep", "60"], mutate=m)
+    cid = env.new_id()
+    env.create(b, cid)
+    pid = env.state(cid)["pid"]
+    p = env.berth("start", cid, check=False)
+    assert p.returncode == 1 and "poststart hook 0" in p.stderr
+    assert not os.path.exists(os.path.join(env.root, cid))
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_failing_poststop_hook_only_warns(env):
+    bad = script(os.path.join(env.tmp, "bad.sh"), "exit 1\n")
+    def m(c):
+        c["hooks"] = {"poststop": [{"path": bad}]}
+    b = env.bundle(["true"], mutate=m)
+    p = env.berth("run", "--bundle", b, env.new_id(), check=False)
+    assert p.returncode == 0
+    assert "warning: poststop hook 0" in p.stderr
+
+
+def test_bad_hook_config(env):
+    def m(c):
+        c["hooks"] = {"prestart": [{"path": "relative/hook"}]}
+    b = env.bundle(["true"], mutate=m)
+    p = env.create(b, env.new_id(), check=False)
+    assert p.returncode == 1 and 'hooks.prestart[0].path: must be an absolute path, got "relative/hook"' in p.stderr
