@@ -100,7 +100,7 @@ public struct Runtime {
                 creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
                 hooks: HookKind.allCases.contains { !hooks[$0].isEmpty } ? hooks : nil,
                 ownPidNamespace: plan.ownPidNamespace)
-            try store.saveFirst(ContainerRecord(dir: dir, state: state))
+            try store.save(ContainerRecord(dir: dir, state: state))
             if let cg = cgroupDir, let mount = cgroupMount {
                 cgroupMade = try Cgroup.create(cg, mount: mount)
             }
@@ -309,9 +309,11 @@ public struct Runtime {
     public func delete(id: String, force: Bool) throws(BerthError) {
         let rec: ContainerRecord
         do { rec = try store.load(id) } catch {
-            // A create killed half-way can leave a directory without state.json.
+            // A create killed half-way can leave a directory without state.json (or, with
+            // --force, one whose record cannot be read).
             let d = store.dir(id)
-            if (try? StateStore.validate(id: id)) != nil, FS.isDirectory(d), !FS.exists(d + "/state.json") {
+            if (try? StateStore.validate(id: id)) != nil, FS.isDirectory(d),
+               !FS.exists(d + "/state.json") || force {
                 FS.removeTree(d)
                 return
             }

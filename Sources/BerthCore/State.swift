@@ -167,16 +167,6 @@ public struct StateStore {
         }
     }
 
-    /// The first record of a container: a new file in a directory only we know of yet,
-    /// so no rename is needed (each metadata operation costs ~0.1 ms on a disk-backed /run).
-    func saveFirst(_ rec: ContainerRecord) throws(BerthError) {
-        let path = rec.dir + "/state.json"
-        let fd = retrying { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600) }
-        if fd < 0 { throw .sys("create \(path)") }
-        defer { close(fd) }
-        if !FS.writeAll(fd, Array(rec.state.json.render(indent: nil).utf8)) { throw .sys("write \(path)") }
-    }
-
     /// Removes a container's directory: the files Berth puts there, then the directory;
     /// anything unexpected falls back to a full walk.
     func remove(_ dir: String) {

@@ -163,6 +163,10 @@ nonisolated(unsafe) var startTime: timespec = {
 
 func main() -> Int32 {
     _ = startTime
+    // A hook that exits without reading its stdin, or a caller that closed our stdout,
+    // must give EPIPE, not kill Berth half-way. (Containers and hooks get default signal
+    // dispositions back before execve.)
+    signal(SIGPIPE, SIG_IGN)
     var log = Log()
     let argv = CommandLine.arguments
     let global: ParsedFlags

@@ -121,3 +121,9 @@ def test_bad_hook_config(env):
     b = env.bundle(["true"], mutate=m)
     p = env.create(b, env.new_id(), check=False)
     assert p.returncode == 1 and 'hooks.prestart[0].path: must be an absolute path, got "relative/hook"' in p.stderr
+
+
+def test_sigpipe_is_default_in_the_container(env):
+    # Berth ignores SIGPIPE itself; the container must not inherit that.
+    p = env.run(["grep", "^SigIgn", "/proc/self/status"])
+    assert p.returncode == 0 and p.stdout.split()[1] == "0000000000000000", p.stdout
