@@ -218,3 +218,12 @@ def test_tsync_flag(env):
                    flags=["SECCOMP_FILTER_FLAG_TSYNC"])
     p = env.run(["sh", "-c", "mkdir /tmp/d 2>&1 || true"], mutate=with_seccomp(prof))
     assert p.returncode == 0 and "Operation not permitted" in p.stdout, p.stderr
+
+
+def test_unknown_syscall_names_are_skipped_with_a_log_line(env):
+    log = os.path.join(env.tmp, "debug.log")
+    prof = profile([{"names": ["mkdir", "no_such_syscall_xyz"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}])
+    b = env.bundle(["true"], mutate=with_seccomp(prof))
+    p = env.berth("--debug", "--log", log, "run", "--bundle", b, env.new_id(), check=False)
+    assert p.returncode == 0, p.stderr
+    assert "seccomp: unknown syscalls skipped: no_such_syscall_xyz" in open(log).read()
