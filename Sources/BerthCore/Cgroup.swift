@@ -86,6 +86,48 @@ struct Cgroup {
         return made
     }
 
+    /// Writes `linux.resources` into the cgroup. Controllers are checked against the
+    /// hierarchy's root first (a missing one is an error naming the field), then enabled in
+    /// each ancestor's cgroup.subtree_control down to the container's parent.
+    static func apply(_ writes: [CgroupWrite], to dir: String, mount: String) throws(BerthError) {
+        guard !writes.isEmpty else { return }
+        let available = Set((FS.readString(mount + "/cgroup.controllers") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+        var needed: [String] = []
+        for w in writes {
+            guard let c = w.controller else { continue }
+            if !available.contains(c) {
+                throw BerthError("config.json: linux.resources.\(w.path): the cgroup v2 \(c) controller is not available on this host (\(mount)/cgroup.controllers: \(available.sorted().joined(separator: " ")))")
+            }
+            if !needed.contains(c) { needed.append(c) }
+        }
+        var cur = mount
+        for comp in dir.dropFirst(mount.count).split(separator: "/") {
+            let enabled = Set((FS.readString(cur + "/cgroup.subtree_control") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+            let missing = needed.filter { !enabled.contains($0) }
+            if !missing.isEmpty {
+                let fd = open(cur + "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)
+                let ok = fd >= 0 && FS.writeAll(fd, Array(missing.map { "+" + $0 }.joined(separator: " ").utf8))
+                let e = errno
+                if fd >= 0 { close(fd) }
+                if !ok { throw .sys("enable \(missing.joined(separator: ", ")) in \(cur)/cgroup.subtree_control", e) }
+            }
+            cur += "/" + comp
+        }
+        for w in writes {
+            let path = dir + "/" + w.file
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            if fd < 0 {
+                let e = errno
+                if e == ENOENT { throw BerthError("config.json: linux.resources.\(w.path): \(w.file) does not exist in \(dir)") }
+                throw .sys("config.json: linux.resources.\(w.path): open \(path)", e)
+            }
+            let ok = FS.writeAll(fd, Array(w.value.utf8))
+            let e = errno
+            close(fd)
+            if !ok { throw BerthError("config.json: linux.resources.\(w.path): write \"\(w.value)\" to \(w.file): \(errnoWords(e))") }
+        }
+    }
+
     static func place(pid: Int32, in dir: String) throws(BerthError) {
         let fd = open(dir + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
         if fd < 0 { throw .sys("open \(dir)/cgroup.procs") }

@@ -38,6 +38,7 @@ public enum DefaultSpec {
         } else {
             namespaces.insert(.object([("type", s("network"))]), at: 1)
         }
+        linux.append(("resources", .object([("devices", .array([.object([("allow", .bool(false)), ("access", s("rwm"))])]))])))
         linux.append(("namespaces", .array(namespaces)))
         linux.append(("maskedPaths", strings(DefaultSpec.maskedPaths)))
         linux.append(("readonlyPaths", strings(DefaultSpec.readonlyPaths)))

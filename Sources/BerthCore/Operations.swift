@@ -47,6 +47,8 @@ public struct Runtime {
         let spec: Spec
         var plan: ContainerPlan
         let rootfs: String
+        var cgroupWrites: [CgroupWrite] = []
+        var deviceProgram: [UInt8]?
         do throws(SpecError) {
             spec = try Spec.load(bytes)
             rootfs = Paths.absolute(spec.root!.path, base: bundle)
@@ -55,6 +57,17 @@ public struct Runtime {
             }
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
+            let res = spec.linux?.resources ?? Resources()
+            cgroupWrites = try CgroupResources.writes(res)
+            // linux.devices nodes are usable inside, as runc allows them.
+            let nodes = plan.devices.filter { $0.index >= 0 }.map { d in
+                DeviceFilter.Rule(allow: true, type: d.mode & UInt32(S_IFMT) == UInt32(S_IFBLK) ? 1 : 2,
+                                  major: d.major, minor: d.minor, access: DeviceFilter.rwm)
+            }
+            let eff = try DeviceFilter.effective(res.devices ?? [], extra: nodes)
+            if !(eff.defaultAllow && eff.rules.isEmpty) {
+                deviceProgram = DeviceFilter.program(defaultAllow: eff.defaultAllow, rules: eff.rules)
+            }
         } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }
         let hooks = spec.hooks ?? Hooks()
@@ -90,6 +103,8 @@ public struct Runtime {
                 }
             } else if let p = spec.linux?.cgroupsPath, !p.isEmpty {
                 throw BerthError("config.json: linux.cgroupsPath: no cgroup2 hierarchy is mounted on this host")
+            } else if !cgroupWrites.isEmpty || deviceProgram != nil {
+                throw BerthError("config.json: linux.resources: no cgroup2 hierarchy is mounted on this host")
             }
             // Recorded before anything is made on the host, so a creator killed half-way
             // leaves a record that `delete` can clean up.
@@ -103,6 +118,10 @@ public struct Runtime {
             try store.save(ContainerRecord(dir: dir, state: state))
             if let cg = cgroupDir, let mount = cgroupMount {
                 cgroupMade = try Cgroup.create(cg, mount: mount)
+                // Limits and the device filter are in place before the clone: no code of
+                // the container ever runs without them.
+                try Cgroup.apply(cgroupWrites, to: cg, mount: mount)
+                if let prog = deviceProgram { try DeviceFilter.attach(prog, cgroup: cg) }
             }
             debug("cgroup \(cgroupDir ?? "none") (created: \(cgroupMade.joined(separator: " ")))")
             let creating = state

@@ -157,7 +157,7 @@ public struct Linux: Sendable {
     public var devices: [Device]?
     public var cgroupsPath: String?
     public var rootfsPropagation: String?
-    public var resources: JSONValue?
+    public var resources: Resources?
     public var seccomp: Seccomp?
     public var sysctl: [String: String]?
     public var maskedPaths: [String]?
@@ -297,7 +297,7 @@ extension Linux {
         devices = try r.optObjects("devices") { (o: JSONReader) throws(SpecError) in try Device(o) }
         cgroupsPath = try r.optString("cgroupsPath")
         rootfsPropagation = try r.optString("rootfsPropagation")
-        resources = r.raw("resources")
+        resources = try r.optObject("resources").map { (o: JSONReader) throws(SpecError) in try Resources(o) }
         seccomp = try r.optObject("seccomp").map { (o: JSONReader) throws(SpecError) in try Seccomp(o) }
         sysctl = try r.optStringMap("sysctl")
         maskedPaths = try r.optStrings("maskedPaths")

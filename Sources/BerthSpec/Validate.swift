@@ -165,7 +165,6 @@ extension Spec {
            !["shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable"].contains(p) {
             throw bad("linux.rootfsPropagation", "unknown propagation \"\(p)\"")
         }
-        try notYet("linux.resources", linux.resources)
         if let sc = linux.seccomp { try sc.validate(bad) }
         for (key, _) in (linux.sysctl ?? [:]).sorted(by: { $0.key < $1.key }) {
             guard sysctlPath(key) != nil else { throw bad("linux.sysctl.\(key)", "malformed sysctl name") }

@@ -5,6 +5,9 @@
 #include <sys/capability.h>
 
 #include <errno.h>
+#include <linux/bpf.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <seccomp.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -71,5 +74,60 @@ int cb_seccomp_export(void *ctx, uint8_t **out, size_t *len) {
     close(fd);
     *out = buf;
     *len = (size_t)size;
+    return 0;
+}
+
+// ---- cgroup device filter ------------------------------------------------------------
+
+static long bpf(int cmd, union bpf_attr *attr) { return syscall(SYS_bpf, cmd, attr, sizeof *attr); }
+
+int cb_bpf_device_program(int cgroup_fd, const void *insns, int n, char *log, size_t logsize) {
+    // The programs attached now, to detach once the new one is in place.
+    uint32_t old_ids[64];
+    union bpf_attr q;
+    memset(&q, 0, sizeof q);
+    q.query.target_fd = (uint32_t)cgroup_fd;
+    q.query.attach_type = BPF_CGROUP_DEVICE;
+    q.query.prog_ids = (uint64_t)(uintptr_t)old_ids;
+    q.query.prog_cnt = 64;
+    uint32_t nold = bpf(BPF_PROG_QUERY, &q) == 0 ? q.query.prog_cnt : 0;
+
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    a.insns = (uint64_t)(uintptr_t)insns;
+    a.insn_cnt = (uint32_t)n;
+    a.license = (uint64_t)(uintptr_t)"Apache";
+    a.log_buf = (uint64_t)(uintptr_t)log;
+    a.log_size = (uint32_t)logsize;
+    a.log_level = 1;
+    int prog = (int)bpf(BPF_PROG_LOAD, &a);
+    if (prog < 0) {
+        // Retry without the log: some kernels refuse a log for a program that loads fine.
+        int e = errno;
+        a.log_buf = 0; a.log_size = 0; a.log_level = 0;
+        prog = (int)bpf(BPF_PROG_LOAD, &a);
+        if (prog < 0) return -e;
+    }
+    memset(&a, 0, sizeof a);
+    a.target_fd = (uint32_t)cgroup_fd;
+    a.attach_bpf_fd = (uint32_t)prog;
+    a.attach_type = BPF_CGROUP_DEVICE;
+    a.attach_flags = BPF_F_ALLOW_MULTI;
+    if (bpf(BPF_PROG_ATTACH, &a) != 0) { int e = errno; close(prog); return -e; }
+    close(prog);
+    for (uint32_t i = 0; i < nold; i++) {
+        union bpf_attr g;
+        memset(&g, 0, sizeof g);
+        g.prog_id = old_ids[i];
+        int ofd = (int)bpf(BPF_PROG_GET_FD_BY_ID, &g);
+        if (ofd < 0) continue;
+        memset(&g, 0, sizeof g);
+        g.target_fd = (uint32_t)cgroup_fd;
+        g.attach_bpf_fd = (uint32_t)ofd;
+        g.attach_type = BPF_CGROUP_DEVICE;
+        (void)bpf(BPF_PROG_DETACH, &g);
+        close(ofd);
+    }
     return 0;
 }

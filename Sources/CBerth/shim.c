@@ -1033,8 +1033,8 @@ int cb_run_hook(const char *path, char *const argv[], char *const envp[],
         }
         struct pollfd fds[2];
         nfds_t nf = 0;
-        int out_i = -1, pid_i = -1;
-        if (out_open) { fds[nf] = (struct pollfd){outp[0], POLLIN, 0}; out_i = (int)nf++; }
+        int pid_i = -1;
+        if (out_open) fds[nf++] = (struct pollfd){outp[0], POLLIN, 0};
         if (pfd >= 0) { fds[nf] = (struct pollfd){pfd, POLLIN, 0}; pid_i = (int)nf++; }
         if (nf == 0) break; // no pidfd and the output closed: the hook is done
         int r = poll(fds, nf, wait_ms);

@@ -80,6 +80,11 @@ commands:
    list       list containers (--format table|json, -q)
    spec       write a default config.json into the bundle
    features   print the runtime's features as JSON
+   pause      freeze every process of a container (cgroup.freeze)
+   resume     thaw a paused container
+   ps         list a container's processes (--format table|json)
+   update     change a running container's cgroup limits
+   events     a container's stats (--stats), or a stream of stats and oom events
 
 global options:
    --root DIR              state directory (default /run/berth)
@@ -101,6 +106,11 @@ let commandHelp: [String: String] = [
     "list": "usage: berth list [--format table|json] [--quiet]",
     "spec": "usage: berth spec [--bundle DIR] [--rootless]",
     "features": "usage: berth features",
+    "pause": "usage: berth pause ID",
+    "resume": "usage: berth resume ID",
+    "ps": "usage: berth ps [--format table|json] ID [ps options]",
+    "update": "usage: berth update [--resources FILE|-] [--memory N] [--memory-swap N] [--cpu-shares N] [--cpu-quota N] [--cpu-period N] [--cpuset-cpus L] [--pids-limit N] [--blkio-weight N] ... ID",
+    "events": "usage: berth events [--stats] [--interval 5s] ID",
 ]
 
 let createFlags: [FlagSpec] = [
@@ -130,6 +140,16 @@ let commandFlags: [String: [FlagSpec]] = [
              FlagSpec(names: ["help", "h"], kind: .bool)],
     "spec": [FlagSpec(names: ["bundle", "b"], kind: .string), FlagSpec(names: ["rootless"], kind: .bool),
              FlagSpec(names: ["help", "h"], kind: .bool)],
+    "pause": [FlagSpec(names: ["help", "h"], kind: .bool)],
+    "resume": [FlagSpec(names: ["help", "h"], kind: .bool)],
+    "ps": [FlagSpec(names: ["format", "f"], kind: .string), FlagSpec(names: ["help", "h"], kind: .bool)],
+    "events": [FlagSpec(names: ["stats"], kind: .bool), FlagSpec(names: ["interval"], kind: .string),
+               FlagSpec(names: ["help", "h"], kind: .bool)],
+    "update": ["resources", "r", "memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
+               "cpu-shares", "cpu-quota", "cpu-period", "cpu-burst", "cpu-rt-period", "cpu-rt-runtime", "cpu-idle",
+               "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight", "l3-cache-schema", "mem-bw-schema"]
+        .filter { $0 != "r" }.map { FlagSpec(names: $0 == "resources" ? ["resources", "r"] : [$0], kind: .string) }
+        + [FlagSpec(names: ["help", "h"], kind: .bool)],
 ]
 
 let globalFlags: [FlagSpec] = [
@@ -146,7 +166,7 @@ let globalFlags: [FlagSpec] = [
 
 /// Later versions implement these; until then they fail, and `checkpoint --help` exits
 /// non-zero, which is how Podman learns checkpointing is unsupported.
-let notYet: Set<String> = ["exec", "pause", "resume", "ps", "update", "events", "checkpoint", "restore"]
+let notYet: Set<String> = ["exec", "checkpoint", "restore"]
 
 func exactly(_ n: Int, _ cmd: String, _ f: ParsedFlags) throws(BerthError) -> [String] {
     if f.positional.count != n {
@@ -279,6 +299,33 @@ func main() -> Int32 {
         case "features":
             _ = try exactly(0, cmd, f)
             out(Features.render())
+        case "pause":
+            try rt.pause(id: try exactly(1, cmd, f)[0])
+        case "resume":
+            try rt.resume(id: try exactly(1, cmd, f)[0])
+        case "ps":
+            guard let id = f.positional.first else { throw BerthError("\"ps\" requires a container id") }
+            let pids = try rt.pids(id: id)
+            switch f.string("format") ?? "table" {
+            case "json":
+                out(JSON.array(pids.map { .int(Int64($0)) }).render(indent: nil) + "\n")
+            case "table":
+                let args = f.positional.count > 1 ? Array(f.positional.dropFirst()) : ["-ef"]
+                out(try psTable(args: args, pids: Set(pids)))
+            case let other:
+                throw BerthError("invalid format option \"\(other)\" (table or json)")
+            }
+        case "update":
+            let id = try exactly(1, cmd, f)[0]
+            try rt.update(id: id, resources: try updateResources(f))
+        case "events":
+            let id = try exactly(1, cmd, f)[0]
+            if f.bool("stats") {
+                out(try rt.stats(id: id) + "\n")
+            } else {
+                let ms = try parseDuration(f.string("interval") ?? "5s")
+                try rt.events(id: id, intervalMs: ms) { out($0 + "\n") }
+            }
         default:
             throw BerthError("unknown command \"\(cmd)\"")
         }
@@ -290,4 +337,141 @@ func main() -> Int32 {
 }
 
 let berthCommit = "unknown"
+
+/// Go's time.ParseDuration for the forms callers use: "5s", "100ms", "1m", "1.5s".
+func parseDuration(_ s: String) throws(BerthError) -> Int {
+    let units: [(String, Double)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+    for (u, scale) in units where s.hasSuffix(u) {
+        let num = s.dropLast(u.count)
+        if u == "s" && num.hasSuffix("m") { continue }
+        if let v = Double(num), v > 0 { return max(1, Int(v * scale)) }
+    }
+    throw BerthError("--interval: invalid duration \"\(s)\" (e.g. 5s, 500ms)")
+}
+
+/// Sizes as runc's update takes them: bytes, or with k/m/g/t (powers of 1024); -1 = unlimited.
+func parseBytes(_ s: String, _ flag: String) throws(BerthError) -> Int64 {
+    if s == "-1" { return -1 }
+    var t = s.lowercased()
+    if t.hasSuffix("b") { t.removeLast() }
+    var scale: Int64 = 1
+    if let last = t.last, let i = "kmgt".firstIndex(of: last) {
+        scale = 1 << (10 * Int64("kmgt".distance(from: "kmgt".startIndex, to: i) + 1))
+        t.removeLast()
+    }
+    guard let v = Int64(t), v >= 0 else { throw BerthError("--\(flag): invalid size \"\(s)\"") }
+    return v * scale
+}
+
+/// `update`'s resources: a LinuxResources document (--resources FILE, or - for stdin),
+/// then runc's single-value flags on top.
+func updateResources(_ f: ParsedFlags) throws(BerthError) -> Resources {
+    var r = Resources()
+    if let src = f.string("resources") {
+        let bytes: [UInt8]
+        if src == "-" {
+            var all: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(0, &buf, buf.count)
+                if n <= 0 { break }
+                all += buf[0..<n]
+            }
+            bytes = all
+        } else {
+            guard let b = try? readAll(src) else { throw BerthError("--resources: cannot read \(src): \(errnoWords(errno))") }
+            bytes = b
+        }
+        do { r = try Resources(JSONReader(JSONValue.parse(bytes), file: "resources")) } catch {
+            throw BerthError("\(error)")
+        }
+    }
+    func int(_ name: String) throws(BerthError) -> Int64? {
+        guard let v = f.string(name) else { return nil }
+        guard let n = Int64(v) else { throw BerthError("--\(name): invalid number \"\(v)\"") }
+        return n
+    }
+    if let v = f.string("memory") { r.memory = r.memory ?? MemoryResources(); r.memory!.limit = try parseBytes(v, "memory") }
+    if let v = f.string("memory-reservation") { r.memory = r.memory ?? MemoryResources(); r.memory!.reservation = try parseBytes(v, "memory-reservation") }
+    if let v = f.string("memory-swap") { r.memory = r.memory ?? MemoryResources(); r.memory!.swap = try parseBytes(v, "memory-swap") }
+    if let v = f.string("kernel-memory") { r.memory = r.memory ?? MemoryResources(); r.memory!.kernel = try parseBytes(v, "kernel-memory") }
+    if let v = f.string("kernel-memory-tcp") { r.memory = r.memory ?? MemoryResources(); r.memory!.kernelTCP = try parseBytes(v, "kernel-memory-tcp") }
+    if let v = try int("cpu-shares") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.shares = UInt64(max(v, 0)) }
+    if let v = try int("cpu-quota") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.quota = v }
+    if let v = try int("cpu-period") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.period = UInt64(max(v, 0)) }
+    if let v = try int("cpu-burst") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.burst = UInt64(max(v, 0)) }
+    if let v = try int("cpu-idle") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.idle = v }
+    if let v = try int("cpu-rt-period") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.realtimePeriod = UInt64(max(v, 0)) }
+    if let v = try int("cpu-rt-runtime") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.realtimeRuntime = v }
+    if let v = f.string("cpuset-cpus") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.cpus = v }
+    if let v = f.string("cpuset-mems") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.mems = v }
+    if let v = try int("pids-limit") { r.pidsPresent = true; r.pids = v }
+    if let v = try int("blkio-weight") {
+        r.blockIO = r.blockIO ?? BlockIOResources()
+        guard let w = UInt16(exactly: v) else { throw BerthError("--blkio-weight: out of range") }
+        r.blockIO!.weight = w
+    }
+    if f.string("l3-cache-schema") != nil || f.string("mem-bw-schema") != nil {
+        throw BerthError("--l3-cache-schema/--mem-bw-schema: Intel RDT is not supported by berth")
+    }
+    return r
+}
+
+func readAll(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw BerthError("open") }
+    defer { close(fd) }
+    var all: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buf, buf.count)
+        if n < 0 { throw BerthError("read") }
+        if n == 0 { return all }
+        all += buf[0..<n]
+    }
+}
+
+/// `ps` in table mode: ps(1) with the caller's arguments, filtered to the container's
+/// processes by the PID column.
+func psTable(args: [String], pids: Set<Int32>) throws(BerthError) -> String {
+    var fds: [Int32] = [-1, -1]
+    guard pipe(&fds) == 0 else { throw BerthError("pipe: \(errnoWords(errno))") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+    posix_spawn_file_actions_addclose(&actions, fds[0])
+    var pid: pid_t = 0
+    let argv = ["ps"] + args
+    let r = withCStringArray(argv) { posix_spawnp(&pid, "ps", &actions, nil, $0, environ) }
+    posix_spawn_file_actions_destroy(&actions)
+    close(fds[1])
+    var output: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fds[0], &buf, buf.count)
+        if n <= 0 { break }
+        output += buf[0..<n]
+    }
+    close(fds[0])
+    if r != 0 { throw BerthError("ps: \(errnoWords(r))") }
+    var st: Int32 = 0
+    waitpid(pid, &st, 0)
+    let lines = String(decoding: output, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+    guard let header = lines.first, let col = header.split(separator: " ").firstIndex(of: "PID") else {
+        throw BerthError("ps: no PID column in its output")
+    }
+    var result = String(header) + "\n"
+    for line in lines.dropFirst() {
+        let fields = line.split(separator: " ")
+        if col < fields.count, let p = Int32(fields[col]), pids.contains(p) { result += line + "\n" }
+    }
+    return result
+}
+
+func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    ptrs.append(nil)
+    defer { for p in ptrs { free(p) } }
+    return ptrs.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
 exit(main())

@@ -72,7 +72,7 @@ func loadError(_ text: String) -> String? {
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"personality\":{\"domain\":\"BSD\"}", "config.json: linux.personality.domain: unknown domain \"BSD\" (LINUX or LINUX32)"),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[],\"action\":\"SCMP_ACT_LOG\"}]}", "config.json: linux.seccomp.syscalls[0].names: must name at least one syscall"),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"listenerPath\":\"/x\"}", "config.json: linux.seccomp.listenerPath: set, but no rule uses SCMP_ACT_NOTIFY"),
-        ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"resources\":{\"devices\":[{\"allow\":false}]}", "config.json: linux.resources: not supported by berth yet"),
+        ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"resources\":{\"devices\":[{\"access\":\"rwm\"}]}", "config.json: linux.resources.devices[0].allow: missing required field"),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"devices\":[{\"type\":\"x\",\"path\":\"/dev/x\"}]", "config.json: linux.devices[0].type: unknown device type \"x\" (c, b, u or p)"),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"devices\":[{\"type\":\"c\",\"path\":\"/etc/x\",\"major\":1,\"minor\":1}]", "config.json: linux.devices[0].path: must be an absolute path under /dev, got \"/etc/x\""),
         ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"rootfsPropagation\":\"sideways\"", "config.json: linux.rootfsPropagation: unknown propagation \"sideways\""),

@@ -206,6 +206,11 @@ typedef struct {
     int pause_for_hooks;          // report BERTH_MSG_HOOKS before pivot_root and wait
 } berth_plan;
 
+// Loads a BPF_PROG_TYPE_CGROUP_DEVICE program (n instructions) and attaches it to the
+// cgroup (BPF_F_ALLOW_MULTI), then detaches any device program attached before it.
+// 0 or -errno; the verifier's log goes to `log`.
+int cb_bpf_device_program(int cgroup_fd, const void *insns, int n, char *log, size_t logsize);
+
 // Runs one hook (parent side): forks; the child joins the namespaces in nsfds (user
 // first; the pid and time namespaces through one more fork), takes `input` on stdin,
 // sends stdout and stderr into `out`, and execs path. Waits up to timeout_ms (<= 0: no
