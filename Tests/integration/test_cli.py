@@ -110,9 +110,9 @@ def test_bad_configs_name_the_field(env):
         c["linux"]["sysctl"] = {"kernel.pid_max": "1000"}
     assert bad_config(env, sysctl) == "config.json: linux.sysctl.kernel.pid_max: not isolated by any namespace: it would change the host"
 
-    def devices(c):
-        c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
-    assert bad_config(env, devices) == "config.json: linux.resources: not supported by berth yet"
+    def network(c):
+        c["linux"]["resources"] = {"network": {"classID": 1}}
+    assert bad_config(env, network) == "config.json: linux.resources.network: only exists on cgroup v1; berth manages cgroup v2"
 
     def dup(c):
         c["linux"]["namespaces"].append({"type": "pid"})
