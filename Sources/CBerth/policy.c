@@ -98,16 +98,16 @@ int cb_bpf_device_program(int cgroup_fd, const void *insns, int n, char *log, si
     a.insns = (uint64_t)(uintptr_t)insns;
     a.insn_cnt = (uint32_t)n;
     a.license = (uint64_t)(uintptr_t)"Apache";
-    a.log_buf = (uint64_t)(uintptr_t)log;
-    a.log_size = (uint32_t)logsize;
-    a.log_level = 1;
+    // Without the verifier's log: logging makes loading several times slower, and every
+    // container start pays for it. Only a refused program is loaded again, for the log.
     int prog = (int)bpf(BPF_PROG_LOAD, &a);
     if (prog < 0) {
-        // Retry without the log: some kernels refuse a log for a program that loads fine.
         int e = errno;
-        a.log_buf = 0; a.log_size = 0; a.log_level = 0;
-        prog = (int)bpf(BPF_PROG_LOAD, &a);
-        if (prog < 0) return -e;
+        a.log_buf = (uint64_t)(uintptr_t)log;
+        a.log_size = (uint32_t)logsize;
+        a.log_level = 1;
+        (void)bpf(BPF_PROG_LOAD, &a);
+        return -e;
     }
     memset(&a, 0, sizeof a);
     a.target_fd = (uint32_t)cgroup_fd;
