@@ -11,6 +11,8 @@ struct Launcher {
     /// Runs the prestart, createRuntime and createContainer hooks for init's pid while
     /// init waits before its root switch.
     var onHooks: ((Int32) throws(BerthError) -> Void)?
+    /// `exec` has no exec fifo: its process goes on as soon as the parent commits.
+    var withFifo = true
 
     struct Launched {
         var initPid: Int32
@@ -40,12 +42,16 @@ struct Launcher {
 
         // The exec fifo: init holds it read-write and blocks reading it; `start` writes one
         // byte. Opened here so init never needs a path into the state directory.
-        let fifo = stateDir + "/exec.fifo"
-        if mkfifo(fifo, 0o600) != 0 { close(parentEnd); throw .sys("mkfifo \(fifo)") }
-        var fd = open(fifo, O_RDWR | O_CLOEXEC)
-        if fd < 0 { close(parentEnd); throw .sys("open \(fifo)") }
-        let fifoFd = try lift(fd)
-        owned.append(fifoFd)
+        var fd: Int32 = -1
+        var fifoFd: Int32 = -1
+        if withFifo {
+            let fifo = stateDir + "/exec.fifo"
+            if mkfifo(fifo, 0o600) != 0 { close(parentEnd); throw .sys("mkfifo \(fifo)") }
+            fd = open(fifo, O_RDWR | O_CLOEXEC)
+            if fd < 0 { close(parentEnd); throw .sys("open \(fifo)") }
+            fifoFd = try lift(fd)
+            owned.append(fifoFd)
+        }
 
         var cgroupFd: Int32 = -1
         if let cg = cgroupDir {

@@ -237,7 +237,15 @@ public struct Runtime {
             _ = cb_unblock_all_signals()
             throw error
         }
-        let initPid = c.launched.initPid
+        let status = Runtime.waitForwardingSignals(c.launched.initPid)
+        if !keep { _ = try? delete(id: id, force: true) }
+        _ = cb_unblock_all_signals()
+        return Runtime.exitCode(status)
+    }
+
+    /// Waits (signals already blocked) for `pid`, forwarding every signal Berth receives
+    /// to it and reaping orphans that a subreaper gets. Returns the wait status.
+    static func waitForwardingSignals(_ pid: Int32) -> Int32 {
         var status: Int32 = 0
         waiting: while true {
             var from: Int32 = 0
@@ -248,16 +256,18 @@ public struct Runtime {
                     var st: Int32 = 0
                     let p = waitpid(-1, &st, WNOHANG)
                     if p <= 0 { break }
-                    if p == initPid { status = st; break waiting }
+                    if p == pid { status = st; break waiting }
                 }
                 continue
             }
-            _ = Glibc.kill(initPid, sig)
+            _ = Glibc.kill(pid, sig)
         }
-        // Orphans of the container that ended up with us (subreaper) are reaped too.
         while waitpid(-1, nil, WNOHANG) > 0 {}
-        if !keep { _ = try? delete(id: id, force: true) }
-        _ = cb_unblock_all_signals()
+        return status
+    }
+
+    /// A wait status as an exit code: the process's own, or 128+signal.
+    static func exitCode(_ status: Int32) -> Int32 {
         if cb_wait_status_exited(status) != 0 { return cb_wait_exit_status(status) }
         if cb_wait_signaled(status) != 0 { return 128 + cb_wait_term_signal(status) }
         return 1

@@ -182,28 +182,33 @@ struct ContainerPlan {
         if let h = spec.hostname, !h.isEmpty { p.hostname = h }
         if let d = spec.domainname, !d.isEmpty { p.domainname = d }
 
-        p.cwd = process.cwd
-        p.uid = process.user.uid
-        p.gid = process.user.gid
-        p.groups = process.user.additionalGids ?? []
-        if let u = process.user.umask { p.umask = Int32(u) }
-        p.args = process.args ?? []
-        p.env = process.env ?? []
-
-        // Absent capabilities mean none: the safe reading.
-        if let c = process.capabilities { p.caps = CapabilitySets(c, warnings: &p.warnings) }
-        p.noNewPrivileges = process.noNewPrivileges ?? false
-        p.rlimits = (process.rlimits ?? []).enumerated().map { i, l in
-            (rlimitNumbers[l.type]!, l.soft, l.hard, i)
-        }
-        p.oomScoreAdj = process.oomScoreAdj
-        if let pers = linux.personality { p.personality = pers.domain == "LINUX32" ? 0x0008 : 0 }
-        if let io = process.ioPriority { p.ioPriority = ioPriorityClasses[io.ioClass]! << 13 | io.priority }
-        p.scheduler = process.scheduler
-        p.cpusInitial = process.execCPUAffinity?.initial.flatMap(parseCPUList)
-        p.cpusFinal = process.execCPUAffinity?.final.flatMap(parseCPUList)
-        if let sc = linux.seccomp { p.seccomp = try SeccompProgram.compile(sc) }
+        try p.setProcess(process, linux: linux)
         return p
+    }
+
+    /// The process part of the plan: what `create` and `exec` share (user, cwd, env,
+    /// capabilities, limits, scheduling, seccomp).
+    mutating func setProcess(_ process: Process, linux: Linux) throws(SpecError) {
+        cwd = process.cwd
+        uid = process.user.uid
+        gid = process.user.gid
+        groups = process.user.additionalGids ?? []
+        if let u = process.user.umask { umask = Int32(u) }
+        args = process.args ?? []
+        env = process.env ?? []
+        // Absent capabilities mean none: the safe reading.
+        caps = CapabilitySets()
+        if let c = process.capabilities { caps = CapabilitySets(c, warnings: &warnings) }
+        noNewPrivileges = process.noNewPrivileges ?? false
+        rlimits = (process.rlimits ?? []).enumerated().map { i, l in (rlimitNumbers[l.type]!, l.soft, l.hard, i) }
+        oomScoreAdj = process.oomScoreAdj
+        if let pers = linux.personality { personality = pers.domain == "LINUX32" ? 0x0008 : 0 }
+        if let io = process.ioPriority { ioPriority = ioPriorityClasses[io.ioClass]! << 13 | io.priority }
+        scheduler = process.scheduler
+        cpusInitial = process.execCPUAffinity?.initial.flatMap(parseCPUList)
+        cpusFinal = process.execCPUAffinity?.final.flatMap(parseCPUList)
+        if let sc = linux.seccomp { seccomp = try SeccompProgram.compile(sc) }
+
     }
 }
 

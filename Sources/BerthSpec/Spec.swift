@@ -44,6 +44,11 @@ public struct Process: Sendable {
 }
 
 public struct Capabilities: Sendable {
+    public init(bounding: [String]? = nil, effective: [String]? = nil, inheritable: [String]? = nil,
+                permitted: [String]? = nil, ambient: [String]? = nil) {
+        self.bounding = bounding; self.effective = effective; self.inheritable = inheritable
+        self.permitted = permitted; self.ambient = ambient
+    }
     public var bounding: [String]?
     public var effective: [String]?
     public var inheritable: [String]?

@@ -790,11 +790,11 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     if (prctl(PR_SET_PDEATHSIG, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     send_record(BERTH_MSG_ACK, 0, -1, 0);
 
-    set_signals(die_on_signal);
+    if (p->fifo_fd >= 0) {
+        set_signals(die_on_signal);
 
-    // Block until `start` writes a byte to the exec fifo. We hold the fifo read-write, so
-    // the read blocks instead of seeing end-of-file while no writer is there.
-    {
+        // Block until `start` writes a byte to the exec fifo. We hold the fifo read-write,
+        // so the read blocks instead of seeing end-of-file while no writer is there.
         char c;
         ssize_t n;
         do { n = read(p->fifo_fd, &c, 1); } while (n < 0 && errno == EINTR);

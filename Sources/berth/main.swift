@@ -80,6 +80,7 @@ commands:
    list       list containers (--format table|json, -q)
    spec       write a default config.json into the bundle
    features   print the runtime's features as JSON
+   exec       run a new process in a running container
    pause      freeze every process of a container (cgroup.freeze)
    resume     thaw a paused container
    ps         list a container's processes (--format table|json)
@@ -106,6 +107,7 @@ let commandHelp: [String: String] = [
     "list": "usage: berth list [--format table|json] [--quiet]",
     "spec": "usage: berth spec [--bundle DIR] [--rootless]",
     "features": "usage: berth features",
+    "exec": "usage: berth exec [--process FILE] [--cwd D] [--env K=V]... [--user UID[:GID]] [--additional-gids G]... [--cap CAP]... [--no-new-privs] [--detach] [--pid-file F] [--preserve-fds N] [--cgroup SUB] [--ignore-paused] ID [COMMAND [ARG...]]",
     "pause": "usage: berth pause ID",
     "resume": "usage: berth resume ID",
     "ps": "usage: berth ps [--format table|json] ID [ps options]",
@@ -140,6 +142,17 @@ let commandFlags: [String: [FlagSpec]] = [
              FlagSpec(names: ["help", "h"], kind: .bool)],
     "spec": [FlagSpec(names: ["bundle", "b"], kind: .string), FlagSpec(names: ["rootless"], kind: .bool),
              FlagSpec(names: ["help", "h"], kind: .bool)],
+    "exec": [
+        FlagSpec(names: ["process", "p"], kind: .string), FlagSpec(names: ["console-socket"], kind: .string),
+        FlagSpec(names: ["tty", "t"], kind: .bool), FlagSpec(names: ["cwd"], kind: .string),
+        FlagSpec(names: ["env", "e"], kind: .strings), FlagSpec(names: ["user", "u"], kind: .string),
+        FlagSpec(names: ["additional-gids", "g"], kind: .strings), FlagSpec(names: ["cap", "c"], kind: .strings),
+        FlagSpec(names: ["no-new-privs"], kind: .bool), FlagSpec(names: ["detach", "d"], kind: .bool),
+        FlagSpec(names: ["pid-file"], kind: .string), FlagSpec(names: ["preserve-fds"], kind: .int),
+        FlagSpec(names: ["cgroup"], kind: .string), FlagSpec(names: ["ignore-paused"], kind: .bool),
+        FlagSpec(names: ["apparmor"], kind: .string), FlagSpec(names: ["process-label"], kind: .string),
+        FlagSpec(names: ["pidfd-socket"], kind: .string), FlagSpec(names: ["help", "h"], kind: .bool),
+    ],
     "pause": [FlagSpec(names: ["help", "h"], kind: .bool)],
     "resume": [FlagSpec(names: ["help", "h"], kind: .bool)],
     "ps": [FlagSpec(names: ["format", "f"], kind: .string), FlagSpec(names: ["help", "h"], kind: .bool)],
@@ -166,7 +179,7 @@ let globalFlags: [FlagSpec] = [
 
 /// Later versions implement these; until then they fail, and `checkpoint --help` exits
 /// non-zero, which is how Podman learns checkpointing is unsupported.
-let notYet: Set<String> = ["exec", "checkpoint", "restore"]
+let notYet: Set<String> = ["checkpoint", "restore"]
 
 func exactly(_ n: Int, _ cmd: String, _ f: ParsedFlags) throws(BerthError) -> [String] {
     if f.positional.count != n {
@@ -299,6 +312,31 @@ func main() -> Int32 {
         case "features":
             _ = try exactly(0, cmd, f)
             out(Features.render())
+        case "exec":
+            guard let id = f.positional.first else { throw BerthError("\"exec\" requires a container id", exitCode: 255) }
+            var o = ExecOptions()
+            o.processFile = f.string("process")
+            o.args = Array(f.positional.dropFirst())
+            if o.processFile == nil && o.args.isEmpty {
+                throw BerthError("exec: give a command after the container id, or --process FILE", exitCode: 255)
+            }
+            o.tty = f.bool("tty")
+            o.consoleSocket = f.string("console-socket")
+            o.cwd = f.string("cwd")
+            o.env = f.lists["env"] ?? []
+            o.user = f.string("user")
+            o.additionalGids = f.lists["additional-gids"] ?? []
+            o.caps = f.lists["cap"] ?? []
+            o.noNewPrivs = f.bool("no-new-privs")
+            o.detach = f.bool("detach")
+            o.pidFile = f.string("pid-file")
+            o.preserveFds = f.int("preserve-fds") ?? 0
+            o.cgroup = f.string("cgroup")
+            o.ignorePaused = f.bool("ignore-paused")
+            o.apparmor = f.string("apparmor")
+            o.processLabel = f.string("process-label")
+            if f.string("pidfd-socket") != nil { throw BerthError("--pidfd-socket is not supported by berth yet", exitCode: 255) }
+            return try rt.exec(id: id, o)
         case "pause":
             try rt.pause(id: try exactly(1, cmd, f)[0])
         case "resume":

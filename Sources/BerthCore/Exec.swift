@@ -1,0 +1,158 @@
+import BerthSpec
+import CBerth
+import Glibc
+
+public struct ExecOptions {
+    public var processFile: String?
+    public var args: [String] = []
+    public var tty = false
+    public var consoleSocket: String?
+    public var cwd: String?
+    public var env: [String] = []
+    public var user: String?
+    public var additionalGids: [String] = []
+    public var caps: [String] = []
+    public var noNewPrivs = false
+    public var detach = false
+    public var pidFile: String?
+    public var preserveFds = 0
+    public var cgroup: String?
+    public var ignorePaused = false
+    public var apparmor: String?
+    public var processLabel: String?
+    public init() {}
+}
+
+extension Runtime {
+    /// `exec`: a new process in a running container. It joins every namespace of init
+    /// (the user namespace first), is born in the container's cgroup, and gets the process
+    /// profile of the config (capabilities, rlimits, seccomp...) with the flags on top.
+    /// Any failure before the program runs exits 255, as runc's callers expect.
+    public func exec(id: String, _ o: ExecOptions) throws(BerthError) -> Int32 {
+        do { return try execInner(id: id, o) } catch {
+            throw BerthError(error.message, exitCode: error.exitCode == 1 ? 255 : error.exitCode)
+        }
+    }
+
+    private func execInner(id: String, _ o: ExecOptions) throws(BerthError) -> Int32 {
+        let rec = try store.load(id)
+        switch rec.status {
+        case .running: break
+        case .paused: if !o.ignorePaused { throw BerthError("cannot exec in a paused container (use --ignore-paused)") }
+        case .created: throw BerthError("cannot exec in a created container: start it first")
+        default: throw BerthError("cannot exec in a stopped container")
+        }
+        if o.tty || o.consoleSocket != nil {
+            throw BerthError("--tty/--console-socket: terminals are not supported by berth yet")
+        }
+        if let a = o.apparmor, !a.isEmpty { throw BerthError("--apparmor: AppArmor is not supported by berth") }
+        if let l = o.processLabel, !l.isEmpty { throw BerthError("--process-label: SELinux is not supported by berth") }
+        let cwdNow = FS.currentDirectory()
+        let pidFile = o.pidFile.map { Paths.absolute($0, base: cwdNow) }
+
+        // The container's config, for the process profile (as runc keeps it in its state).
+        let configPath = rec.state.bundle + "/config.json"
+        let spec: Spec
+        do { spec = try Spec.load(try FS.readFile(configPath)) } catch let e as SpecError {
+            throw BerthError(e.description)
+        } catch {
+            throw BerthError("\(configPath): \(error)")
+        }
+        var process: Process
+        if let file = o.processFile {
+            let path = Paths.absolute(file, base: cwdNow)
+            do {
+                process = try Process(JSONReader(JSONValue.parse(try FS.readFile(path)), file: "--process \(file)"))
+            } catch let e as SpecError { throw BerthError(e.description) } catch let e as JSONSyntaxError {
+                throw BerthError("--process \(file): invalid JSON: \(e)")
+            } catch { throw BerthError("--process \(file): \(error)") }
+            if process.terminal == true { throw BerthError("--process \(file): terminal: terminals are not supported by berth yet") }
+        } else {
+            process = spec.process!
+            process.args = o.args
+            process.terminal = false
+            if let c = o.cwd { process.cwd = c }
+            if let u = o.user {
+                let parts = u.split(separator: ":", omittingEmptySubsequences: false)
+                guard parts.count <= 2, let uid = UInt32(parts[0]), parts.count == 1 || UInt32(parts[1]) != nil else {
+                    throw BerthError("--user \(u): berth takes numeric uid[:gid]")
+                }
+                process.user.uid = uid
+                process.user.gid = parts.count == 2 ? UInt32(parts[1])! : 0
+                process.user.additionalGids = nil
+            }
+            if !o.additionalGids.isEmpty {
+                var gids: [UInt32] = []
+                for g in o.additionalGids {
+                    guard let v = UInt32(g) else { throw BerthError("--additional-gids \(g): not a number") }
+                    gids.append(v)
+                }
+                process.user.additionalGids = gids
+            }
+            var env = process.env ?? []
+            for e in o.env {
+                guard let eq = e.firstIndex(of: "="), eq != e.startIndex else { throw BerthError("--env \(e): must be KEY=value") }
+                let key = e[..<eq]
+                env.removeAll { $0.hasPrefix(key + "=") }
+                env.append(e)
+            }
+            process.env = env
+            if !o.caps.isEmpty {
+                var c = process.capabilities ?? Capabilities()
+                c.bounding = (c.bounding ?? []) + o.caps
+                c.effective = (c.effective ?? []) + o.caps
+                c.permitted = (c.permitted ?? []) + o.caps
+                process.capabilities = c
+            }
+            if o.noNewPrivs { process.noNewPrivileges = true }
+        }
+        if (process.args ?? []).isEmpty { throw BerthError("exec: no command given") }
+        if !process.cwd.hasPrefix("/") { throw BerthError("--cwd \(process.cwd): must be an absolute path") }
+
+        var plan = ContainerPlan(rootfs: rec.state.rootfs)
+        plan.setupRootfs = false
+        plan.newKeyring = false
+        plan.preserveFds = o.preserveFds
+        do { try plan.setProcess(process, linux: spec.linux ?? Linux()) } catch { throw BerthError(error.description) }
+        for w in plan.warnings { warn(w) }
+        // init's namespaces that are not ours, by path; the user namespace is joined first.
+        let kinds: [(String, NamespaceKind)] = [("user", .user), ("mnt", .mount), ("pid", .pid), ("net", .network),
+                                                ("ipc", .ipc), ("uts", .uts), ("cgroup", .cgroup), ("time", .time)]
+        for (i, (name, kind)) in kinds.enumerated() {
+            let path = "/proc/\(rec.state.pid)/ns/\(name)"
+            guard let theirs = HookRunner.readLink(path) else { continue }
+            if theirs != HookRunner.readLink("/proc/self/ns/\(name)") {
+                plan.joins.append(PlannedJoin(kind: kind, path: path, index: i))
+            }
+        }
+        if plan.joins.isEmpty {
+            // Never run an exec'd process in the host's namespaces by accident.
+            throw BerthError("cannot find the namespaces of the container's init")
+        }
+        var cgroupDir = rec.state.cgroup
+        if let sub = o.cgroup, let base = cgroupDir {
+            let rel = sub.split(separator: ":").last.map(String.init) ?? sub
+            let dir = Paths.clean(base + "/" + rel)
+            guard dir.hasPrefix(base), FS.isDirectory(dir) else { throw BerthError("--cgroup \(sub): no such cgroup below \(base)") }
+            cgroupDir = dir
+        }
+
+        var launcher = Launcher(plan: plan, stateDir: rec.dir, cgroupDir: cgroupDir)
+        launcher.withFifo = false
+        if !o.detach { _ = cb_block_all_signals() }
+        let l: Launcher.Launched
+        do {
+            l = try launcher.launch()
+            if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
+            try Launcher.commit(l)
+        } catch {
+            _ = cb_unblock_all_signals()
+            throw error
+        }
+        debug("exec in \(id): process \(l.initPid)")
+        if o.detach { return 0 }
+        let status = Runtime.waitForwardingSignals(l.initPid)
+        _ = cb_unblock_all_signals()
+        return Runtime.exitCode(status)
+    }
+}
