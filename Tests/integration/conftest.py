@@ -201,3 +201,30 @@ def wait_for(pred, timeout=5.0):
             return True
         time.sleep(0.02)
     return pred()
+
+
+class fds_at:
+    """Places fds at fixed numbers (as a caller's --preserve-fds range needs) and puts
+    back whatever was there before, even pytest's own capture fds."""
+
+    def __init__(self, placement):
+        self.placement = placement  # {target fd: source fd}
+        self.saved = {}
+
+    def __enter__(self):
+        for target, source in self.placement.items():
+            try:
+                self.saved[target] = os.dup(target)
+            except OSError:
+                self.saved[target] = None
+            os.dup2(source, target, inheritable=True)
+        return self
+
+    def __exit__(self, *exc):
+        for target, old in self.saved.items():
+            if old is None:
+                os.close(target)
+            else:
+                os.dup2(old, target)
+                os.close(old)
+        return False

@@ -4,7 +4,7 @@ import re
 import stat
 import tempfile
 
-from conftest import wait_for
+from conftest import fds_at, wait_for
 
 
 def test_process_is_pid_1_and_sees_only_its_processes(env):
@@ -192,19 +192,13 @@ def test_time_namespace_offsets(env):
 def test_preserve_fds_and_no_leaks(env):
     r, w = os.pipe()
     extra = os.open("/dev/null", os.O_RDONLY)  # an fd that must not reach the container
-    saved = os.dup(3) if _is_open(3) else None
     try:
-        os.dup2(r, 3, inheritable=True)
-        b = env.bundle(["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '; readlink /proc/self/fd/3"])
-        cid = env.new_id()
-        p = env.berth("run", "--preserve-fds", "1", "--bundle", b, cid, check=False, pass_fds=(3, extra))
+        with fds_at({3: r}):
+            b = env.bundle(["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '; readlink /proc/self/fd/3"])
+            cid = env.new_id()
+            p = env.berth("run", "--preserve-fds", "1", "--bundle", b, cid, check=False, pass_fds=(3, extra))
     finally:
-        if saved is not None:
-            os.dup2(saved, 3)
-            os.close(saved)
-        elif r != 3:
-            os.close(3)
-        for fd in {r, w, extra} - {3}:
+        for fd in (r, w, extra):
             os.close(fd)
     assert p.returncode == 0, p.stderr
     fds, link = p.stdout.rsplit(" ", 1)[0], p.stdout.split()[-1]
@@ -221,10 +215,3 @@ def test_rootfs_propagation_private(env):
     assert p.returncode == 0, p.stderr
     assert "shared:" not in p.stdout and "master:" not in p.stdout
 
-
-def _is_open(fd):
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False

@@ -5,7 +5,7 @@ import re
 import signal
 import subprocess
 
-from conftest import BERTH, wait_for
+from conftest import BERTH, fds_at, wait_for
 
 
 def running(env, mutate=None, args=("sleep", "60")):
@@ -103,16 +103,12 @@ def test_exec_fds(env):
     r2, w2 = os.pipe()
     leak = os.open("/dev/null", os.O_RDONLY)
     try:
-        os.dup2(r1, 3)
-        os.dup2(r2, 4)
-        p = env.berth("exec", "--preserve-fds", "2", cid, "sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '",
-                      pass_fds=(3, 4, leak))
+        with fds_at({3: r1, 4: r2}):
+            p = env.berth("exec", "--preserve-fds", "2", cid, "sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '",
+                          pass_fds=(3, 4, leak))
     finally:
-        for fd in {3, 4, r1, w1, r2, w2, leak}:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        for fd in (r1, w1, r2, w2, leak):
+            os.close(fd)
     # 0-2, exactly the two preserved fds, and ls's own directory fd: no host fd beyond.
     assert p.stdout.split()[:5] == ["0", "1", "2", "3", "4"] and len(p.stdout.split()) == 6, p.stdout
 
