@@ -42,8 +42,11 @@ extension Runtime {
         case .created: throw BerthError("cannot exec in a created container: start it first")
         default: throw BerthError("cannot exec in a stopped container")
         }
-        if o.tty || o.consoleSocket != nil {
-            throw BerthError("--tty/--console-socket: terminals are not supported by berth yet")
+        if o.tty && o.consoleSocket == nil && o.detach {
+            throw BerthError("cannot allocate tty if runc will detach without setting console socket")
+        }
+        if !o.tty && o.consoleSocket != nil && o.processFile == nil {
+            throw BerthError("cannot use console socket if runc will not detach or allocate tty")
         }
         if let a = o.apparmor, !a.isEmpty { throw BerthError("--apparmor: AppArmor is not supported by berth") }
         if let l = o.processLabel, !l.isEmpty { throw BerthError("--process-label: SELinux is not supported by berth") }
@@ -66,11 +69,11 @@ extension Runtime {
             } catch let e as SpecError { throw BerthError(e.description) } catch let e as JSONSyntaxError {
                 throw BerthError("--process \(file): invalid JSON: \(e)")
             } catch { throw BerthError("--process \(file): \(error)") }
-            if process.terminal == true { throw BerthError("--process \(file): terminal: terminals are not supported by berth yet") }
+            if o.tty { process.terminal = true }
         } else {
             process = spec.process!
             process.args = o.args
-            process.terminal = false
+            process.terminal = o.tty
             if let c = o.cwd { process.cwd = c }
             if let u = o.user {
                 let parts = u.split(separator: ":", omittingEmptySubsequences: false)
@@ -107,6 +110,13 @@ extension Runtime {
             if o.noNewPrivs { process.noNewPrivileges = true }
         }
         if (process.args ?? []).isEmpty { throw BerthError("exec: no command given") }
+        if process.terminal == true && o.consoleSocket == nil {
+            if o.detach { throw BerthError("cannot allocate tty if runc will detach without setting console socket") }
+            throw BerthError("--tty: a foreground terminal without --console-socket is not supported by berth yet")
+        }
+        if process.terminal != true && o.consoleSocket != nil {
+            throw BerthError("cannot use console socket if runc will not detach or allocate tty")
+        }
         if !process.cwd.hasPrefix("/") { throw BerthError("--cwd \(process.cwd): must be an absolute path") }
 
         var plan = ContainerPlan(rootfs: rec.state.rootfs)
@@ -139,6 +149,7 @@ extension Runtime {
 
         var launcher = Launcher(plan: plan, stateDir: rec.dir, cgroupDir: cgroupDir)
         launcher.withFifo = false
+        launcher.consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwdNow) }
         if !o.detach { _ = cb_block_all_signals() }
         let l: Launcher.Launched
         do {

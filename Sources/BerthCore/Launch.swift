@@ -13,6 +13,8 @@ struct Launcher {
     var onHooks: ((Int32) throws(BerthError) -> Void)?
     /// `exec` has no exec fifo: its process goes on as soon as the parent commits.
     var withFifo = true
+    /// process.terminal: where the pty master goes (a --console-socket path).
+    var consoleSocket: String?
 
     struct Launched {
         var initPid: Int32
@@ -77,30 +79,26 @@ struct Launcher {
         // init sends the listener fd through it when the filter is loaded.
         var listenerFd: Int32 = -1
         if let path = plan.seccomp?.listenerPath {
-            fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            if fd < 0 { close(parentEnd); throw .sys("socket") }
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-                close(fd); close(parentEnd)
-                throw BerthError("config.json: linux.seccomp.listenerPath: path too long")
-            }
-            withUnsafeMutableBytes(of: &addr.sun_path) { b in for (i, c) in bytes.enumerated() { b[i] = c } }
-            let r = withUnsafePointer(to: &addr) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            if r != 0 {
-                let e = errno
-                close(fd); close(parentEnd)
-                throw BerthError("config.json: linux.seccomp.listenerPath: connect \(path): \(errnoWords(e))")
+            do { fd = try connectUnix(path) } catch {
+                close(parentEnd)
+                throw BerthError("config.json: linux.seccomp.listenerPath: \(error.message)")
             }
             listenerFd = try lift(fd)
             owned.append(listenerFd)
         }
+        // The console socket likewise: connected now, the master is sent from inside.
+        var consoleFd: Int32 = -1
+        if let path = consoleSocket {
+            do { fd = try connectUnix(path) } catch {
+                close(parentEnd)
+                throw BerthError("--console-socket: \(error.message)")
+            }
+            consoleFd = try lift(fd)
+            owned.append(consoleFd)
+        }
 
         let cplan = CPlan(plan, syncFd: childEnd, parentSyncFd: parentEnd, fifoFd: fifoFd,
-                          cgroupFd: cgroupFd, joinFds: joinFds, listenerFd: listenerFd)
+                          cgroupFd: cgroupFd, joinFds: joinFds, listenerFd: listenerFd, consoleFd: consoleFd)
         var inCgroup: Int32 = 0
         let child = withExtendedLifetime(cplan) { cb_spawn(&cplan.raw, &inCgroup) }
         if child < 0 { close(parentEnd); throw .sys("clone", -child) }
@@ -287,10 +285,39 @@ struct Launcher {
         case BERTH_STAGE_DEV_NULL: return "linux.maskedPaths: the container's /dev/null is not the real null device: \(why)"
         case BERTH_STAGE_MASK: return "mask linux.maskedPaths[\(i)] /\(i >= 0 && i < plan.maskedPaths.count ? plan.maskedPaths[i] : "?"): \(why)"
         case BERTH_STAGE_READONLY_PATH: return "make linux.readonlyPaths[\(i)] /\(i >= 0 && i < plan.readonlyPaths.count ? plan.readonlyPaths[i] : "?") read-only: \(why)"
+        case BERTH_STAGE_CONSOLE:
+            let step = ["open the container's /dev/pts/ptmx (is devpts mounted on /dev/pts?)",
+                        "check /dev/pts/ptmx: it is not the real pty multiplexer",
+                        "set up the pty", "bind the pty over /dev/console", "send the pty master to the console socket",
+                        "make the pty the process's terminal"]
+            return "process.terminal: \(i >= 0 && i < step.count ? step[i] : "console"): \(why)"
         case BERTH_STAGE_SYNC: return "sync with parent: \(why)"
         default: return "step \(r.stage): \(why)"
         }
     }
+}
+
+/// A connected unix stream socket (close-on-exec) to `path`.
+func connectUnix(_ path: String) throws(BerthError) -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    if fd < 0 { throw .sys("socket") }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+        close(fd)
+        throw BerthError("\(path): socket path too long")
+    }
+    withUnsafeMutableBytes(of: &addr.sun_path) { b in for (i, c) in bytes.enumerated() { b[i] = c } }
+    let r = withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    if r != 0 {
+        let e = errno
+        close(fd)
+        throw BerthError("connect \(path): \(errnoWords(e))")
+    }
+    return fd
 }
 
 /// Waits for a child of ours to end; returns its wait status or nil.

@@ -9,6 +9,8 @@ public struct CreateOptions {
     public var noPivot = false
     public var noNewKeyring = false
     public var preserveFds = 0
+    /// Set by foreground `run`: the caller's terminal could serve the container.
+    public var foreground = false
     public init() {}
 }
 
@@ -33,9 +35,6 @@ public struct Runtime {
         // Resolved before anything else: the caller's relative paths mean its cwd.
         let bundle = Paths.absolute(o.bundle, base: cwd)
         let pidFile = o.pidFile.map { Paths.absolute($0, base: cwd) }
-        if o.consoleSocket != nil {
-            throw BerthError("--console-socket: terminals are not supported by berth yet (and process.terminal is refused)")
-        }
         if o.preserveFds < 0 { throw BerthError("--preserve-fds: must not be negative") }
         if FS.exists(store.dir(id)) { throw BerthError("container with given ID already exists") }
         guard FS.isDirectory(bundle) else { throw BerthError("bundle \(bundle): not a directory or does not exist") }
@@ -70,6 +69,17 @@ public struct Runtime {
             }
         } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }
+        // runc's two sanity checks, in its words: callers match them.
+        if plan.terminal && o.consoleSocket == nil && !o.foreground {
+            throw BerthError("cannot allocate tty if runc will detach without setting console socket")
+        }
+        if !plan.terminal && o.consoleSocket != nil {
+            throw BerthError("cannot use console socket if runc will not detach or allocate tty")
+        }
+        if plan.terminal && o.consoleSocket == nil {
+            throw BerthError("process.terminal: a foreground terminal without --console-socket is not supported by berth yet")
+        }
+        let consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwd) }
         let hooks = spec.hooks ?? Hooks()
         let createHooks: [HookKind] = [.prestart, .createRuntime, .createContainer]
         let hasCreateHooks = createHooks.contains { !hooks[$0].isEmpty }
@@ -134,6 +144,7 @@ public struct Runtime {
                 try HookRunner.run(.createContainer, hooks[.createContainer], state: input, inContainerOf: pid)
             }
             var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir)
+            launcher.consoleSocket = consoleSocket
             if plan.pauseForHooks { launcher.onHooks = runCreateHooks }
             let l = try launcher.launch()
             // A joined mount namespace has no root switch to pause before.
@@ -221,6 +232,8 @@ public struct Runtime {
     /// delete (unless keep). Returns the exit status to use.
     public func run(id: String, _ o: CreateOptions, detach: Bool, keep: Bool, subreaper: Bool) throws(BerthError) -> Int32 {
         if !detach && subreaper { _ = cb_prctl_set_child_subreaper() }
+        var o = o
+        o.foreground = !detach
         let c = try create(id: id, o)
         if detach {
             do { try start(c.record) } catch {

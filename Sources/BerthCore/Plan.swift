@@ -66,6 +66,8 @@ struct ContainerPlan {
     var seccomp: SeccompProgram?
     /// init reports BERTH_MSG_HOOKS before the root switch and waits for the parent.
     var pauseForHooks = false
+    var terminal = false
+    var consoleSize: (rows: UInt16, cols: UInt16)?
 
     /// A first child is needed to join namespaces by path or to set time offsets before
     /// init exists; otherwise one clone3 creates init in all its new namespaces.
@@ -208,6 +210,8 @@ struct ContainerPlan {
         cpusInitial = process.execCPUAffinity?.initial.flatMap(parseCPUList)
         cpusFinal = process.execCPUAffinity?.final.flatMap(parseCPUList)
         if let sc = linux.seccomp { seccomp = try SeccompProgram.compile(sc) }
+        terminal = process.terminal ?? false
+        consoleSize = process.consoleSize.map { ($0.height, $0.width) }
 
     }
 }
@@ -284,7 +288,7 @@ final class CPlan {
     }
 
     init(_ p: ContainerPlan, syncFd: Int32, parentSyncFd: Int32, fifoFd: Int32, cgroupFd: Int32,
-         joinFds: [Int32], listenerFd: Int32) {
+         joinFds: [Int32], listenerFd: Int32, consoleFd: Int32) {
         var fast: Int32 = 0
         var unshareFlags: Int32 = 0
         for k in p.newNamespaces {
@@ -413,6 +417,8 @@ final class CPlan {
         if let c = p.cpusFinal { raw.set_cpus_final = 1; raw.cpus_final = cpuMask(c) }
         raw.seccomp_listener_sock = listenerFd
         raw.pause_for_hooks = p.pauseForHooks ? 1 : 0
+        raw.console_sock = consoleFd
+        if let cs = p.consoleSize { raw.console_rows = cs.rows; raw.console_cols = cs.cols }
         if let sc = p.seccomp {
             raw.seccomp_filter = UnsafeRawPointer(array(sc.bpf)!)
             raw.seccomp_len = UInt16(sc.bpf.count / 8)

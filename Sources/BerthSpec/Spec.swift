@@ -26,7 +26,7 @@ public struct Spec: Sendable {
 
 public struct Process: Sendable {
     public var terminal: Bool?
-    public var consoleSize: JSONValue?
+    public var consoleSize: (height: UInt16, width: UInt16)?
     public var user: User
     public var args: [String]?
     public var commandLine: String?
@@ -225,7 +225,9 @@ extension Spec {
 extension Process {
     public init(_ r: JSONReader) throws(SpecError) {
         terminal = try r.optBool("terminal")
-        consoleSize = r.raw("consoleSize")
+        consoleSize = try r.optObject("consoleSize").map { (o: JSONReader) throws(SpecError) in
+            (try o.integer("height", UInt16.self), try o.integer("width", UInt16.self))
+        }
         user = try User(r.object("user"))
         args = try r.optStrings("args")
         commandLine = try r.optString("commandLine")

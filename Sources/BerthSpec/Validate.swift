@@ -55,8 +55,6 @@ extension Spec {
             throw bad("process.env[\(i)]", "must be KEY=value, got \"\(e)\"")
         }
         if let u = process.user.umask, u > 0o777 { throw bad("process.user.umask", "must be at most 0777") }
-        if process.terminal == true { throw bad("process.terminal", "not supported by berth yet") }
-        try notYet("process.consoleSize", process.consoleSize)
         var seenLimits = Set<String>()
         for (i, l) in (process.rlimits ?? []).enumerated() {
             guard rlimitNumbers[l.type] != nil else {

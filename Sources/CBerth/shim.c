@@ -19,6 +19,8 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -438,6 +440,72 @@ static void apply_masked_paths(const berth_plan *p, int root) {
     close(null);
 }
 
+// process.terminal: a pty from the container's own devpts, opened after the root switch
+// so the master can never be a host pty. CVE-2025-52565: ptmx must be the real 5:2 node,
+// not something an image (or a racing container) put in its place; the peer is taken with
+// TIOCGPTPEER instead of a path. The master goes to the console socket in one message (the
+// pty name as payload, one fd); the peer becomes /dev/console, the controlling terminal
+// and stdio of the process.
+static void setup_console(const berth_plan *p) {
+    if (p->console_sock < 0) return;
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) fail(BERTH_STAGE_CONSOLE, errno, 0);
+    int master = openat2_in_root(root, "dev/pts/ptmx", O_RDWR | O_NOCTTY);
+    if (master < 0) fail(BERTH_STAGE_CONSOLE, errno, 0);
+    struct stat st;
+    if (fstat(master, &st) != 0) fail(BERTH_STAGE_CONSOLE, errno, 1);
+    if (!S_ISCHR(st.st_mode) || st.st_rdev != (dev_t)cb_makedev(5, 2)) fail(BERTH_STAGE_CONSOLE, EXDEV, 1);
+    int unlock = 0;
+    unsigned int n = 0;
+    if (ioctl(master, TIOCSPTLCK, &unlock) != 0 || ioctl(master, TIOCGPTN, &n) != 0)
+        fail(BERTH_STAGE_CONSOLE, errno, 2);
+    int peer = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (peer < 0) fail(BERTH_STAGE_CONSOLE, errno, 2);
+    if (p->console_rows || p->console_cols) {
+        struct winsize ws = {p->console_rows, p->console_cols, 0, 0};
+        if (ioctl(peer, TIOCSWINSZ, &ws) != 0) fail(BERTH_STAGE_CONSOLE, errno, 2);
+    }
+    if (fchown(peer, p->uid, (gid_t)-1) != 0 && errno != EPERM && errno != EINVAL) fail(BERTH_STAGE_CONSOLE, errno, 2);
+    if (p->setup_rootfs) {
+        int con = open_create_in_root(root, "dev/console", 1);
+        if (con < 0) fail(BERTH_STAGE_CONSOLE, errno, 3);
+        int tree = (int)syscall(CB_SYS_open_tree, peer, "", CB_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH);
+        if (tree < 0 || move_mount_onto(tree, con) != 0) fail(BERTH_STAGE_CONSOLE, errno, 3);
+        close(tree);
+        close(con);
+    }
+    char name[32];
+    size_t pos = 0;
+    static const char prefix[] = "/dev/pts/";
+    for (size_t i = 0; prefix[i]; i++) name[pos++] = prefix[i];
+    put_uint(name, &pos, n);
+    name[pos] = 0;
+    char control[CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = {name, pos};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &master, sizeof(int));
+    ssize_t r;
+    do { r = sendmsg(p->console_sock, &msg, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    if (r < 0) fail(BERTH_STAGE_CONSOLE, errno, 4);
+    close(master);
+    close(p->console_sock);
+    close(root);
+    if (setsid() < 0 || ioctl(peer, TIOCSCTTY, 0) != 0) fail(BERTH_STAGE_CONSOLE, errno, 5);
+    for (int fd = 0; fd < 3; fd++)
+        if (dup2(peer, fd) < 0) fail(BERTH_STAGE_CONSOLE, errno, 5);
+    if (peer > 2) close(peer);
+}
+
 static void setup_rootfs(const berth_plan *p) {
     // Our mount namespace is a copy of the host's. Make "/" slave (or private) first so
     // nothing mounted from here on propagates back to the host.
@@ -719,6 +787,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
         fail(BERTH_STAGE_DOMAINNAME, errno, -1);
 
     if (p->setup_rootfs) setup_rootfs(p);
+    setup_console(p);
 
     if (p->new_keyring) {
         // A fresh anonymous session keyring, so the container cannot read the host's keys.

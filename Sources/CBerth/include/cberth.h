@@ -72,6 +72,7 @@ enum berth_stage {
     BERTH_STAGE_DEV_NULL,        // /dev/null is not the real device
     BERTH_STAGE_MASK,            // index = masked path
     BERTH_STAGE_READONLY_PATH,   // index = readonly path
+    BERTH_STAGE_CONSOLE,         // index: 0 open ptmx, 1 not the real ptmx, 2 pty setup, 3 /dev/console, 4 send, 5 stdio
 };
 
 typedef struct {
@@ -204,6 +205,10 @@ typedef struct {
     int seccomp_listener_sock;    // connected to linux.seccomp.listenerPath, or -1
 
     int pause_for_hooks;          // report BERTH_MSG_HOOKS before pivot_root and wait
+
+    // process.terminal: the pty is made inside the container and its master sent here
+    int console_sock;             // connected unix stream socket, or -1
+    unsigned short console_rows, console_cols; // consoleSize, 0 = leave
 } berth_plan;
 
 // Loads a BPF_PROG_TYPE_CGROUP_DEVICE program (n instructions) and attaches it to the
