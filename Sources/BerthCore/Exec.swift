@@ -110,9 +110,8 @@ extension Runtime {
             if o.noNewPrivs { process.noNewPrivileges = true }
         }
         if (process.args ?? []).isEmpty { throw BerthError("exec: no command given") }
-        if process.terminal == true && o.consoleSocket == nil {
-            if o.detach { throw BerthError("cannot allocate tty if runc will detach without setting console socket") }
-            throw BerthError("--tty: a foreground terminal without --console-socket is not supported by berth yet")
+        if process.terminal == true && o.consoleSocket == nil && o.detach {
+            throw BerthError("cannot allocate tty if runc will detach without setting console socket")
         }
         if process.terminal != true && o.consoleSocket != nil {
             throw BerthError("cannot use console socket if runc will not detach or allocate tty")
@@ -150,19 +149,33 @@ extension Runtime {
         var launcher = Launcher(plan: plan, stateDir: rec.dir, cgroupDir: cgroupDir)
         launcher.withFifo = false
         launcher.consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwdNow) }
+        var relay: [Int32] = [-1, -1]
+        if process.terminal == true && o.consoleSocket == nil {
+            let r = relay.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
+            if r < 0 { throw .sys("socketpair", -r) }
+            launcher.consoleFd = relay[1]
+        }
         if !o.detach { _ = cb_block_all_signals() }
         let l: Launcher.Launched
-        do {
+        var master: Int32 = -1
+        do throws(BerthError) {
             l = try launcher.launch()
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
             try Launcher.commit(l)
+            if relay[0] >= 0 {
+                master = cb_recv_fd(relay[0])
+                if master < 0 { throw BerthError.sys("receive the container's pty", -master) }
+            }
         } catch {
+            if relay[0] >= 0 { close(relay[0]) }
             _ = cb_unblock_all_signals()
             throw error
         }
+        if relay[0] >= 0 { close(relay[0]) }
         debug("exec in \(id): process \(l.initPid)")
         if o.detach { return 0 }
-        let status = Runtime.waitForwardingSignals(l.initPid)
+        let status = master >= 0 ? cb_relay(master, l.initPid) : Runtime.waitForwardingSignals(l.initPid)
+        if master >= 0 { close(master) }
         _ = cb_unblock_all_signals()
         return Runtime.exitCode(status)
     }

@@ -13,8 +13,10 @@ struct Launcher {
     var onHooks: ((Int32) throws(BerthError) -> Void)?
     /// `exec` has no exec fifo: its process goes on as soon as the parent commits.
     var withFifo = true
-    /// process.terminal: where the pty master goes (a --console-socket path).
+    /// process.terminal: where the pty master goes (a --console-socket path), or an
+    /// already connected fd (Berth's own relay for a foreground terminal).
     var consoleSocket: String?
+    var consoleFd: Int32?
 
     struct Launched {
         var initPid: Int32
@@ -88,7 +90,10 @@ struct Launcher {
         }
         // The console socket likewise: connected now, the master is sent from inside.
         var consoleFd: Int32 = -1
-        if let path = consoleSocket {
+        if let given = self.consoleFd {
+            consoleFd = try lift(given)
+            owned.append(consoleFd)
+        } else if let path = consoleSocket {
             do { fd = try connectUnix(path) } catch {
                 close(parentEnd)
                 throw BerthError("--console-socket: \(error.message)")

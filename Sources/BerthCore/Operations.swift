@@ -25,6 +25,8 @@ public struct Runtime {
     public struct Created {
         public var record: ContainerRecord
         var launched: Launcher.Launched
+        /// The pty master of a foreground terminal, relayed by `run`.
+        var master: Int32? = nil
     }
 
     /// Everything but the user's program: namespaces, mounts, cgroup; init waits before
@@ -76,8 +78,12 @@ public struct Runtime {
         if !plan.terminal && o.consoleSocket != nil {
             throw BerthError("cannot use console socket if runc will not detach or allocate tty")
         }
+        // A foreground terminal without a socket: Berth receives the master itself and
+        // relays between its terminal and the container's.
+        var relay: [Int32] = [-1, -1]
         if plan.terminal && o.consoleSocket == nil {
-            throw BerthError("process.terminal: a foreground terminal without --console-socket is not supported by berth yet")
+            let r = relay.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
+            if r < 0 { throw .sys("socketpair", -r) }
         }
         let consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwd) }
         let hooks = spec.hooks ?? Hooks()
@@ -145,6 +151,7 @@ public struct Runtime {
             }
             var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir)
             launcher.consoleSocket = consoleSocket
+            if relay[1] >= 0 { launcher.consoleFd = relay[1]; relay[1] = -1 }
             if plan.pauseForHooks { launcher.onHooks = runCreateHooks }
             let l = try launcher.launch()
             // A joined mount namespace has no root switch to pause before.
@@ -166,8 +173,17 @@ public struct Runtime {
             let notify = plan.seccomp?.listenerPath == nil ? nil
                 : SeccompProgram.processState(metadata: plan.seccomp?.listenerMetadata, state: state)
             try Launcher.commit(l, notifyState: notify)
-            return Created(record: rec, launched: l)
+            var master: Int32?
+            if relay[0] >= 0 {
+                let m = cb_recv_fd(relay[0])
+                close(relay[0])
+                relay[0] = -1
+                if m < 0 { throw .sys("receive the container's pty", -m) }
+                master = m
+            }
+            return Created(record: rec, launched: l, master: master)
         } catch {
+            if relay[0] >= 0 { close(relay[0]) }
             cleanup()
             throw error
         }
@@ -250,7 +266,13 @@ public struct Runtime {
             _ = cb_unblock_all_signals()
             throw error
         }
-        let status = Runtime.waitForwardingSignals(c.launched.initPid)
+        let status: Int32
+        if let m = c.master {
+            status = cb_relay(m, c.launched.initPid)
+            close(m)
+        } else {
+            status = Runtime.waitForwardingSignals(c.launched.initPid)
+        }
         if !keep { _ = try? delete(id: id, force: true) }
         _ = cb_unblock_all_signals()
         return Runtime.exitCode(status)

@@ -99,3 +99,44 @@ def test_console_errors_in_runc_words(env):
     os.unlink(path)
     p = env.create(b, env.new_id(), "--console-socket", path, check=False)
     assert p.returncode == 1 and "--console-socket: connect" in p.stderr
+
+
+def run_in_pty(args, timeout=20):
+    """Runs Berth with a pty as its terminal (as a person at a terminal would), returns
+    what appeared on it and the exit status."""
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(args[0], args)
+    out = b""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            out += chunk
+        except OSError:
+            break
+    _, st = os.waitpid(pid, 0)
+    os.close(fd)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(st)
+
+
+def test_foreground_run_relays_a_terminal(env):
+    def m(c):
+        c["process"]["terminal"] = True
+    b = env.bundle(["sh", "-c", "test -t 0 && echo inside-tty; stty size; exit 4"], mutate=m)
+    cid = env.new_id()
+    out, status = run_in_pty([BERTH, "--root", env.root, "run", "--bundle", b, cid])
+    assert status == 4, out
+    assert "inside-tty" in out
+    assert not os.path.exists(os.path.join(env.root, cid))
+
+
+def test_foreground_exec_tty(env):
+    b = env.bundle(["sleep", "60"])
+    cid = env.new_id()
+    env.detach(b, cid)
+    out, status = run_in_pty([BERTH, "--root", env.root, "exec", "-t", cid, "sh", "-c", "test -t 1 && echo exec-relayed; exit 5"])
+    assert status == 5 and "exec-relayed" in out, out

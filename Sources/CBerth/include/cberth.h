@@ -216,6 +216,14 @@ typedef struct {
 // 0 or -errno; the verifier's log goes to `log`.
 int cb_bpf_device_program(int cgroup_fd, const void *insns, int n, char *log, size_t logsize);
 
+// Foreground terminal relay (parent side). Receives the pty master from `sock` (one
+// message, one fd), or -errno.
+int cb_recv_fd(int sock);
+// Relays between our stdin/stdout and the pty master until `pid` (our child) exits: the
+// caller's terminal in raw mode (restored after), window size changes copied, every other
+// signal forwarded (all signals must be blocked by the caller). Returns the wait status.
+int cb_relay(int master, int pid);
+
 // Runs one hook (parent side): forks; the child joins the namespaces in nsfds (user
 // first; the pid and time namespaces through one more fork), takes `input` on stdin,
 // sends stdout and stderr into `out`, and execs path. Waits up to timeout_ms (<= 0: no
