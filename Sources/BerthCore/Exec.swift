@@ -124,6 +124,7 @@ extension Runtime {
         plan.preserveFds = o.preserveFds
         do { try plan.setProcess(process, linux: spec.linux ?? Linux()) } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }
+        plan.addSocketActivation()
         // init's namespaces that are not ours, by path; the user namespace is joined first.
         let kinds: [(String, NamespaceKind)] = [("user", .user), ("mnt", .mount), ("pid", .pid), ("net", .network),
                                                 ("ipc", .ipc), ("uts", .uts), ("cgroup", .cgroup), ("time", .time)]

@@ -71,6 +71,7 @@ public struct Runtime {
             }
         } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }
+        plan.addSocketActivation()
         // runc's two sanity checks, in its words: callers match them.
         if plan.terminal && o.consoleSocket == nil && !o.foreground {
             throw BerthError("cannot allocate tty if runc will detach without setting console socket")

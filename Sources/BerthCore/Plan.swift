@@ -188,6 +188,17 @@ struct ContainerPlan {
         return p
     }
 
+    /// systemd socket activation: when LISTEN_FDS is set for Berth itself (LISTEN_PID is
+    /// our pid), those fds (from 3 up) pass to the container before the --preserve-fds
+    /// ones, and the container is told they are its own (LISTEN_PID=1), as runc does.
+    mutating func addSocketActivation() {
+        guard let n = getenv("LISTEN_FDS").flatMap({ Int(String(cString: $0)) }), n > 0,
+              let p = getenv("LISTEN_PID").flatMap({ Int32(String(cString: $0)) }), p == getpid() else { return }
+        preserveFds += n
+        env.removeAll { $0.hasPrefix("LISTEN_FDS=") || $0.hasPrefix("LISTEN_PID=") }
+        env += ["LISTEN_FDS=\(n)", "LISTEN_PID=1"]
+    }
+
     /// The process part of the plan: what `create` and `exec` share (user, cwd, env,
     /// capabilities, limits, scheduling, seccomp).
     mutating func setProcess(_ process: Process, linux: Linux) throws(SpecError) {

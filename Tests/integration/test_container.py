@@ -1,5 +1,6 @@
 """What a container looks like from inside: namespaces, mounts, process settings."""
 import os
+import subprocess
 import re
 import stat
 import tempfile
@@ -215,3 +216,22 @@ def test_rootfs_propagation_private(env):
     assert p.returncode == 0, p.stderr
     assert "shared:" not in p.stdout and "master:" not in p.stdout
 
+
+
+def test_socket_activation_fds_pass(env):
+    # LISTEN_FDS/LISTEN_PID meant for Berth: fd 3 reaches the container, which sees
+    # LISTEN_PID=1. A shell wrapper sets LISTEN_PID to its own pid before exec'ing Berth.
+    from conftest import BERTH
+    r, w = os.pipe()
+    try:
+        with fds_at({3: r}):
+            b = env.bundle(["sh", "-c", "echo $LISTEN_FDS $LISTEN_PID; readlink /proc/self/fd/3"])
+            cid = env.new_id()
+            p = subprocess.run(["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec {BERTH} --root {env.root} run --bundle {b} {cid}'],
+                               capture_output=True, text=True, pass_fds=(3,), timeout=30)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert lines[:2] == ["1", "1"] and lines[2].startswith("pipe:")
