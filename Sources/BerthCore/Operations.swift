@@ -382,6 +382,9 @@ public struct Runtime {
                 FS.removeTree(d)
                 return
             }
+            // As runc: --force of a container that is already gone succeeds (callers clean
+            // up after a failed create this way).
+            if force, (try? StateStore.validate(id: id)) != nil, !FS.exists(d) { return }
             throw error
         }
         let st = rec.status

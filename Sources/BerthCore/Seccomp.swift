@@ -46,6 +46,9 @@ struct SeccompProgram {
                 if nr < 0 { skipped.append(name); continue }
                 for g in groups {
                     let r = g.withUnsafeBufferPointer { cb_seccomp_add_rule(ctx, act, nr, Int32(g.count), $0.baseAddress) }
+                    // EEXIST: the very same rule is already in the filter (Podman's default
+                    // profile repeats some); it adds nothing.
+                    if r == -EEXIST { debug("seccomp: syscalls[\(i)]: duplicate rule for \(name) skipped"); continue }
                     if r < 0 { throw SpecError("linux.seccomp.syscalls[\(i)]", "rule for \(name): \(errnoWords(-r))") }
                 }
             }

@@ -227,3 +227,12 @@ def test_unknown_syscall_names_are_skipped_with_a_log_line(env):
     p = env.berth("--debug", "--log", log, "run", "--bundle", b, env.new_id(), check=False)
     assert p.returncode == 0, p.stderr
     assert "seccomp: unknown syscalls skipped: no_such_syscall_xyz" in open(log).read()
+
+
+def test_duplicate_rules_are_accepted(env):
+    # Podman's default profile repeats identical conditional rules (for socket).
+    rule = {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 2, "value": 9, "op": "SCMP_CMP_NE"}]}
+    prof = profile([rule, dict(rule)], default="SCMP_ACT_ALLOW")
+    prof["syscalls"].append({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1})
+    p = env.run(["sh", "-c", "mkdir /tmp/d 2>&1 || true"], mutate=with_seccomp(prof))
+    assert p.returncode == 0 and "Operation not permitted" in p.stdout, p.stderr
