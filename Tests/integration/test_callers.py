@@ -159,13 +159,15 @@ def test_containerd_run_with_limits(containerd):
     assert p.stdout == "hello from containerd\n"
     # Limits, checked from the host on a running task (ctr's default spec gives the
     # container no cgroup2 view of its own cgroup).
-    p = containerd(*run_args(containerd, "-d", "--memory-limit", str(64 << 20), containerd.image, "c4", "sleep", "300"))
+    p = containerd(*run_args(containerd, "-d", "--memory-limit", str(64 << 20), "--cpus", "0.5", containerd.image, "c4", "sleep", "300"))
     assert p.returncode == 0, p.stderr
     try:
         rows = [l.split() for l in containerd("task", "ls").stdout.splitlines()[1:]]
         pid = int([r for r in rows if r[0] == "c4"][0][1])
         rel = [l for l in open(f"/proc/{pid}/cgroup").read().splitlines() if l.startswith("0::")][0][3:]
         assert open(CGROUP2 + rel + "/memory.max").read().strip() == str(64 << 20)
+        # ctr 1.6 has no pids flag (Podman's test covers pids.max); its --cpus becomes cpu.max.
+        assert open(CGROUP2 + rel + "/cpu.max").read().strip() == "50000 100000"
     finally:
         containerd("task", "kill", "-s", "SIGKILL", "c4")
         wait_for(lambda: "STOPPED" in containerd("task", "ls").stdout, timeout=30)
