@@ -61,7 +61,7 @@ func loadError(_ text: String) -> String? {
         ("\"ociVersion\":\"1.3.0\"", "\"ociVersion\":\"2.0\"", "config.json: ociVersion: unsupported version \"2.0\" (berth implements 1.3.0)"),
         ("\"env\":[\"PATH=/bin\"]", "\"env\":[\"PATH\"]", "config.json: process.env[0]: must be KEY=value, got \"PATH\""),
         ("{\"type\":\"uts\"}", "{\"type\":\"user\"}", "config.json: linux.uidMappings: a new user namespace needs uid mappings"),
-        ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"terminal\":true", "config.json: process.terminal: not supported by berth yet"),
+        ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"consoleSize\":{\"height\":-1,\"width\":80}", "config.json: process.consoleSize.height: -1 is not an unsigned integer"),
         ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"soft\":2,\"hard\":1}]", "config.json: process.rlimits[0]: soft limit 2 is above hard limit 1"),
         ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"oomScoreAdj\":1001", "config.json: process.oomScoreAdj: must be between -1000 and 1000, got 1001"),
         ("\"cwd\":\"/\"", "\"cwd\":\"/\",\"scheduler\":{\"policy\":\"SCHED_FAST\"}", "config.json: process.scheduler.policy: unknown policy \"SCHED_FAST\""),
