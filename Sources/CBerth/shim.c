@@ -441,6 +441,28 @@ static void apply_masked_paths(const berth_plan *p, int root) {
     close(null);
 }
 
+// One message on a unix socket: `payload` as data, `fd` as the only SCM_RIGHTS fd. Used to
+// hand the seccomp listener and the pty master to their receivers. 0 or -1 (errno).
+static int send_fd(int sock, const void *payload, size_t len, int fd) {
+    char control[CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = {(void *)payload, len};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n < 0 ? -1 : 0;
+}
+
 // process.terminal: a pty from the container's own devpts, opened after the root switch
 // so the master can never be a host pty. CVE-2025-52565: ptmx must be the real 5:2 node,
 // not something an image (or a racing container) put in its place; the peer is taken with
@@ -481,23 +503,7 @@ static void setup_console(const berth_plan *p) {
     for (size_t i = 0; prefix[i]; i++) name[pos++] = prefix[i];
     put_uint(name, &pos, n);
     name[pos] = 0;
-    char control[CMSG_SPACE(sizeof(int))];
-    memset(control, 0, sizeof control);
-    struct iovec iov = {name, pos};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &master, sizeof(int));
-    ssize_t r;
-    do { r = sendmsg(p->console_sock, &msg, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
-    if (r < 0) fail(BERTH_STAGE_CONSOLE, errno, 4);
+    if (send_fd(p->console_sock, name, pos, master) != 0) fail(BERTH_STAGE_CONSOLE, errno, 4);
     close(master);
     close(p->console_sock);
     close(root);
@@ -692,25 +698,9 @@ static void load_seccomp(const berth_plan *p) {
         die_after_start("drop CAP_SYS_ADMIN after loading seccomp", errno);
     if (p->seccomp_listener_sock >= 0) {
         // One message to the agent: the state as payload, the listener fd as SCM_RIGHTS.
-        int lfd = (int)fd;
-        char control[CMSG_SPACE(sizeof(int))];
-        memset(control, 0, sizeof control);
-        struct iovec iov = {notify_state, notify_state_len};
-        struct msghdr msg;
-        memset(&msg, 0, sizeof msg);
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &lfd, sizeof(int));
-        ssize_t n;
-        do { n = sendmsg(p->seccomp_listener_sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
-        if (n < 0) die_after_start("send the seccomp listener to linux.seccomp.listenerPath", errno);
-        close(lfd);
+        if (send_fd(p->seccomp_listener_sock, notify_state, notify_state_len, (int)fd) != 0)
+            die_after_start("send the seccomp listener to linux.seccomp.listenerPath", errno);
+        close((int)fd);
         close(p->seccomp_listener_sock);
     }
 }

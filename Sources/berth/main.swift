@@ -480,7 +480,7 @@ func psTable(args: [String], pids: Set<Int32>) throws(BerthError) -> String {
     posix_spawn_file_actions_addclose(&actions, fds[0])
     var pid: pid_t = 0
     let argv = ["ps"] + args
-    let r = withCStringArray(argv) { posix_spawnp(&pid, "ps", &actions, nil, $0, environ) }
+    let r = withCStrings(argv) { posix_spawnp(&pid, "ps", &actions, nil, $0, environ) }
     posix_spawn_file_actions_destroy(&actions)
     close(fds[1])
     var output: [UInt8] = []
@@ -506,10 +506,5 @@ func psTable(args: [String], pids: Set<Int32>) throws(BerthError) -> String {
     return result
 }
 
-func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
-    ptrs.append(nil)
-    defer { for p in ptrs { free(p) } }
-    return ptrs.withUnsafeBufferPointer { body($0.baseAddress!) }
-}
+
 exit(main())
