@@ -193,6 +193,14 @@ private struct Parser {
 
     mutating func string() throws(JSONSyntaxError) -> String {
         i += 1 // opening quote
+        // Fast path: no escape before the closing quote (nearly every string in a config).
+        var j = i
+        while j < b.count, b[j] != 0x22, b[j] != 0x5c, b[j] >= 0x20 { j += 1 }
+        if j < b.count, b[j] == 0x22 {
+            let s = String(decoding: b[i..<j], as: UTF8.self)
+            i = j + 1
+            return s
+        }
         var out: [UInt8] = []
         while true {
             guard i < b.count else { throw error("unterminated string") }
