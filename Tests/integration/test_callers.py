@@ -176,6 +176,25 @@ def test_containerd_run_with_limits(containerd):
 
 
 @needs_containerd
+def test_containerd_pids_limit_from_a_spec(containerd, caller_rootfs, tmp_path):
+    # ctr 1.6 has no pids flag; `ctr run --config` takes a whole runtime spec instead.
+    d = tmp_path / "spec"
+    d.mkdir()
+    subprocess.run([BERTH, "spec", "--bundle", str(d)], check=True)
+    spec = json.loads((d / "config.json").read_text())
+    spec["process"]["args"] = ["sh", "-c", "cat /sys/fs/cgroup/pids.max"]
+    spec["linux"]["resources"]["pids"] = {"limit": 42}
+    spec["root"] = {"path": caller_rootfs, "readonly": True}
+    (d / "config.json").write_text(json.dumps(spec))
+    # With a spec file ctr takes only the container id: the root comes from the spec.
+    args = ["run", "--runtime", "io.containerd.runc.v2", "--runc-binary", BERTH, "--rm",
+            "--config", str(d / "config.json"), "c5"]
+    p = containerd(*args)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "42"
+
+
+@needs_containerd
 def test_containerd_tty(containerd):
     # ctr -t wants a terminal of its own: it runs under a pty, as at a person's terminal.
     from test_terminal import run_in_pty
