@@ -126,14 +126,8 @@ extension Runtime {
         for w in plan.warnings { warn(w) }
         plan.addSocketActivation()
         // init's namespaces that are not ours, by path; the user namespace is joined first.
-        let kinds: [(String, NamespaceKind)] = [("user", .user), ("mnt", .mount), ("pid", .pid), ("net", .network),
-                                                ("ipc", .ipc), ("uts", .uts), ("cgroup", .cgroup), ("time", .time)]
-        for (i, (name, kind)) in kinds.enumerated() {
-            let path = "/proc/\(rec.state.pid)/ns/\(name)"
-            guard let theirs = HookRunner.readLink(path) else { continue }
-            if theirs != HookRunner.readLink("/proc/self/ns/\(name)") {
-                plan.joins.append(PlannedJoin(kind: kind, path: path, index: i))
-            }
+        for (i, ns) in HookRunner.namespacesToJoin(of: rec.state.pid).enumerated() {
+            plan.joins.append(PlannedJoin(kind: ns.kind, path: ns.path, index: i))
         }
         if plan.joins.isEmpty {
             // Never run an exec'd process in the host's namespaces by accident.
@@ -143,38 +137,27 @@ extension Runtime {
         if let sub = o.cgroup, let base = cgroupDir {
             let rel = sub.split(separator: ":").last.map(String.init) ?? sub
             let dir = Paths.clean(base + "/" + rel)
-            guard dir.hasPrefix(base), FS.isDirectory(dir) else { throw BerthError("--cgroup \(sub): no such cgroup below \(base)") }
+            guard dir == base || dir.hasPrefix(base + "/"), FS.isDirectory(dir) else { throw BerthError("--cgroup \(sub): no such cgroup below \(base)") }
             cgroupDir = dir
         }
 
         var launcher = Launcher(plan: plan, stateDir: rec.dir, cgroupDir: cgroupDir)
         launcher.withFifo = false
         launcher.consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwdNow) }
-        var relay: [Int32] = [-1, -1]
-        if process.terminal == true && o.consoleSocket == nil {
-            let r = relay.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
-            if r < 0 { throw .sys("socketpair", -r) }
-            launcher.consoleFd = relay[1]
-        }
+        launcher.relayTerminal = process.terminal == true && o.consoleSocket == nil
         if !o.detach { _ = cb_block_all_signals() }
         let l: Launcher.Launched
-        var master: Int32 = -1
         do throws(BerthError) {
             l = try launcher.launch()
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
             try Launcher.commit(l)
-            if relay[0] >= 0 {
-                master = cb_recv_fd(relay[0])
-                if master < 0 { throw BerthError.sys("receive the container's pty", -master) }
-            }
         } catch {
-            if relay[0] >= 0 { close(relay[0]) }
             _ = cb_unblock_all_signals()
             throw error
         }
-        if relay[0] >= 0 { close(relay[0]) }
         debug("exec in \(id): process \(l.initPid)")
         if o.detach { return 0 }
+        let master = l.master ?? -1
         let status = master >= 0 ? cb_relay(master, l.initPid) : Runtime.waitForwardingSignals(l.initPid)
         if master >= 0 { close(master) }
         _ = cb_unblock_all_signals()

@@ -16,19 +16,25 @@ enum HookRunner {
         return Array(JSON.object(f).render(indent: nil).utf8)
     }
 
+    /// The namespaces of `pid` that are not ours, as /proc paths, the user namespace first
+    /// (joining it gives the rights to join the others). `exec` and the container-namespace
+    /// hooks join these.
+    static func namespacesToJoin(of pid: Int32) -> [(path: String, kind: NamespaceKind)] {
+        let files: [(String, NamespaceKind)] = [("user", .user), ("mnt", .mount), ("pid", .pid), ("net", .network),
+                                                ("ipc", .ipc), ("uts", .uts), ("cgroup", .cgroup), ("time", .time)]
+        return files.compactMap { name, kind in
+            let path = "/proc/\(pid)/ns/\(name)"
+            guard let theirs = readLink(path), theirs != readLink("/proc/self/ns/\(name)") else { return nil }
+            return (path, kind)
+        }
+    }
+
     /// fds of init's namespaces that differ from ours, with their CLONE_NEW* types.
     static func containerNamespaces(of pid: Int32) -> [(fd: Int32, type: Int32)] {
-        let kinds: [(String, Int32)] = [
-            ("user", CB_CLONE_NEWUSER), ("mnt", CB_CLONE_NEWNS), ("pid", CB_CLONE_NEWPID), ("net", CB_CLONE_NEWNET),
-            ("ipc", CB_CLONE_NEWIPC), ("uts", CB_CLONE_NEWUTS), ("cgroup", CB_CLONE_NEWCGROUP), ("time", CB_CLONE_NEWTIME),
-        ]
-        var out: [(Int32, Int32)] = []
-        for (name, type) in kinds {
-            guard let theirs = readLink("/proc/\(pid)/ns/\(name)"), theirs != readLink("/proc/self/ns/\(name)") else { continue }
-            let fd = open("/proc/\(pid)/ns/\(name)", O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { out.append((fd, type)) }
+        namespacesToJoin(of: pid).compactMap { path, kind in
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            return fd >= 0 ? (fd, ContainerPlan.cloneFlag(kind)) : nil
         }
-        return out
     }
 
     static func readLink(_ path: String) -> String? {

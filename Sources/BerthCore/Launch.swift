@@ -13,14 +13,16 @@ struct Launcher {
     var onHooks: ((Int32) throws(BerthError) -> Void)?
     /// `exec` has no exec fifo: its process goes on as soon as the parent commits.
     var withFifo = true
-    /// process.terminal: where the pty master goes (a --console-socket path), or an
-    /// already connected fd (Berth's own relay for a foreground terminal).
+    /// process.terminal: where the pty master goes (a --console-socket path).
     var consoleSocket: String?
-    var consoleFd: Int32?
+    /// process.terminal without a socket (foreground run/exec): Berth receives the master
+    /// itself, in `Launched.master`, to relay between its terminal and the container's.
+    var relayTerminal = false
 
     struct Launched {
         var initPid: Int32
         var sync: Int32       // parent's end; `commit` finishes the handshake
+        var master: Int32?    // with relayTerminal: the pty master
     }
 
     /// Moves fd above the range the container receives, close-on-exec.
@@ -90,8 +92,13 @@ struct Launcher {
         }
         // The console socket likewise: connected now, the master is sent from inside.
         var consoleFd: Int32 = -1
-        if let given = self.consoleFd {
-            consoleFd = try lift(given)
+        var relayEnd: Int32 = -1
+        if relayTerminal {
+            var pair: [Int32] = [-1, -1]
+            let r = pair.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
+            if r < 0 { close(parentEnd); throw .sys("socketpair", -r) }
+            relayEnd = pair[0]
+            consoleFd = try lift(pair[1])
             owned.append(consoleFd)
         } else if let path = consoleSocket {
             do { fd = try connectUnix(path) } catch {
@@ -115,6 +122,7 @@ struct Launcher {
             reap(child)
             if initPid > 0 && initPid != child { reap(initPid) }
             close(parentEnd)
+            if relayEnd >= 0 { close(relayEnd) }
             return err
         }
 
@@ -163,7 +171,16 @@ struct Launcher {
                 throw abort(err)
             }
         }
-        return Launched(initPid: initPid, sync: parentEnd)
+        // The child sent the pty master before it reported ready.
+        var master: Int32?
+        if relayEnd >= 0 {
+            let m = cb_recv_fd(relayEnd)
+            close(relayEnd)
+            relayEnd = -1
+            if m < 0 { throw abort(.sys("receive the container's pty", -m)) }
+            master = m
+        }
+        return Launched(initPid: initPid, sync: parentEnd, master: master)
     }
 
     /// Releases init from its parent-death signal once the container is recorded, and

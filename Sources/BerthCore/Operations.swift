@@ -25,8 +25,6 @@ public struct Runtime {
     public struct Created {
         public var record: ContainerRecord
         var launched: Launcher.Launched
-        /// The pty master of a foreground terminal, relayed by `run`.
-        var master: Int32? = nil
     }
 
     /// Everything but the user's program: namespaces, mounts, cgroup; init waits before
@@ -78,13 +76,6 @@ public struct Runtime {
         }
         if !plan.terminal && o.consoleSocket != nil {
             throw BerthError("cannot use console socket if runc will not detach or allocate tty")
-        }
-        // A foreground terminal without a socket: Berth receives the master itself and
-        // relays between its terminal and the container's.
-        var relay: [Int32] = [-1, -1]
-        if plan.terminal && o.consoleSocket == nil {
-            let r = relay.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
-            if r < 0 { throw .sys("socketpair", -r) }
         }
         let consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwd) }
         let hooks = spec.hooks ?? Hooks()
@@ -152,7 +143,8 @@ public struct Runtime {
             }
             var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir)
             launcher.consoleSocket = consoleSocket
-            if relay[1] >= 0 { launcher.consoleFd = relay[1]; relay[1] = -1 }
+            // A foreground terminal without a socket: Berth relays it (see run).
+            launcher.relayTerminal = plan.terminal && o.consoleSocket == nil
             if plan.pauseForHooks { launcher.onHooks = runCreateHooks }
             let l = try launcher.launch()
             // A joined mount namespace has no root switch to pause before.
@@ -174,17 +166,8 @@ public struct Runtime {
             let notify = plan.seccomp?.listenerPath == nil ? nil
                 : SeccompProgram.processState(metadata: plan.seccomp?.listenerMetadata, state: state)
             try Launcher.commit(l, notifyState: notify)
-            var master: Int32?
-            if relay[0] >= 0 {
-                let m = cb_recv_fd(relay[0])
-                close(relay[0])
-                relay[0] = -1
-                if m < 0 { throw .sys("receive the container's pty", -m) }
-                master = m
-            }
-            return Created(record: rec, launched: l, master: master)
+            return Created(record: rec, launched: l)
         } catch {
-            if relay[0] >= 0 { close(relay[0]) }
             cleanup()
             throw error
         }
@@ -268,7 +251,7 @@ public struct Runtime {
             throw error
         }
         let status: Int32
-        if let m = c.master {
+        if let m = c.launched.master {
             status = cb_relay(m, c.launched.initPid)
             close(m)
         } else {

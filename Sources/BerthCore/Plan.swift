@@ -263,10 +263,6 @@ struct CapabilitySets: Equatable {
             warnings.append("ignoring unknown or unavailable capabilities: \(unknown.joined(separator: ", "))")
         }
     }
-
-    static func names(_ mask: UInt64) -> [String] {
-        (0..<64).filter { mask & (1 << UInt64($0)) != 0 }.map { String($0) }
-    }
 }
 
 /// The C view of a plan. Owns every C string and array until it is deinitialised; the

@@ -954,8 +954,6 @@ int cb_spawn(const berth_plan *p, int *in_cgroup) {
     return (int)pid;
 }
 
-int cb_setns(int fd, int nstype) { return setns(fd, nstype) == 0 ? 0 : -errno; }
-
 int cb_pidfd_open(int pid) {
     long r = syscall(SYS_pidfd_open, pid, 0);
     return r < 0 ? -errno : (int)r;
@@ -972,8 +970,6 @@ int cb_prctl_set_child_subreaper(void) {
 int cb_socketpair_seqpacket(int fds[2]) {
     return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : -errno;
 }
-
-int cb_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }
 
 int cb_wait_status_exited(int status) { return WIFEXITED(status); }
 int cb_wait_exit_status(int status) { return WEXITSTATUS(status); }

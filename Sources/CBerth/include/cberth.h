@@ -254,12 +254,10 @@ int cb_seccomp_export(void *ctx, uint8_t **out, size_t *len);
 int cb_spawn(const berth_plan *plan, int *in_cgroup);
 
 // ---- syscall wrappers for Swift ----------------------------------------------------
-int cb_setns(int fd, int nstype);
 int cb_pidfd_open(int pid);
 int cb_pidfd_send_signal(int pidfd, int sig);
 int cb_prctl_set_child_subreaper(void);
 int cb_socketpair_seqpacket(int fds[2]);
-int cb_pipe2_cloexec(int fds[2]);
 int cb_wait_status_exited(int status);
 int cb_wait_exit_status(int status);
 int cb_wait_term_signal(int status);
