@@ -35,6 +35,8 @@ extension Runtime {
     }
 
     private func execInner(id: String, _ o: ExecOptions) throws(BerthError) -> Int32 {
+        // The process forked into the container runs Berth's code in its pid namespace.
+        try BinaryProtection.ensure(for: "exec")
         let rec = try store.load(id)
         switch rec.status {
         case .running: break
@@ -50,6 +52,7 @@ extension Runtime {
         }
         if let a = o.apparmor, !a.isEmpty { throw BerthError("--apparmor: AppArmor is not supported by berth") }
         if let l = o.processLabel, !l.isEmpty { throw BerthError("--process-label: SELinux is not supported by berth") }
+        try Runtime.checkPreserveFds(o.preserveFds)
         let cwdNow = FS.currentDirectory()
         let pidFile = o.pidFile.map { Paths.absolute($0, base: cwdNow) }
 

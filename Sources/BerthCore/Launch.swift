@@ -236,6 +236,25 @@ struct Launcher {
     private func sendGo(_ fd: Int32) -> Bool { Launcher.sendGo(fd) }
     private func readReport(_ fd: Int32) -> berth_report? { Launcher.readReport(fd) }
 
+    /// Why capset(2) said EPERM, with the capabilities named (issue 8, D6): Berth can only
+    /// grant what it holds itself, inheritable ones must stay within the bounding set, and
+    /// effective ones must be permitted.
+    func capsetReason() -> String {
+        let c = plan.caps
+        let seccompAdmin: UInt64 = plan.seccomp != nil && !plan.noNewPrivileges ? 1 << 21 : 0
+        if !plan.inUserNamespace, let own = Capabilities.ofThisProcess() {
+            let lacking = (c.permitted | c.effective | seccompAdmin) & ~own.permitted
+            if lacking != 0 { return ": berth itself does not hold \(CapabilitySets.names(lacking)), so it cannot grant it to the container" }
+        }
+        if c.inheritable & ~c.bounding != 0 {
+            return ": inheritable \(CapabilitySets.names(c.inheritable & ~c.bounding)) not in the bounding set"
+        }
+        if c.effective & ~c.permitted != 0 {
+            return ": effective \(CapabilitySets.names(c.effective & ~c.permitted)) not in the permitted set"
+        }
+        return ""
+    }
+
     /// A child failure record in words: the step, the object, the errno.
     func describe(_ r: berth_report) -> String {
         let why = errnoWords(r.err)
@@ -264,6 +283,10 @@ struct Launcher {
         case BERTH_STAGE_MOUNT_REMOUNT: return "remount \(mount(i)) with its flags: \(why)"
         case BERTH_STAGE_MOUNT_PROPAGATION: return "set propagation of \(mount(i)): \(why)"
         case BERTH_STAGE_MOUNT_SETATTR: return "set recursive attributes of \(mount(i)): \(why)"
+        case BERTH_STAGE_MOUNT_NOT_DIR:
+            // runc's words: callers and test suites match them.
+            let fs = plan.mounts.first { $0.index == i }?.fstype ?? "proc"
+            return "filesystem \"\(fs)\" must be mounted on ordinary directory (\(mount(i)) is a symlink or not a directory)"
         case BERTH_STAGE_PROC_CHECK: return "\(mount(i)): the mount is not procfs: \(why)"
         case BERTH_STAGE_DEVICE:
             let d = i >= 0 && i < plan.devices.count ? plan.devices[i] : nil
@@ -292,7 +315,7 @@ struct Launcher {
         case BERTH_STAGE_CLOSE_FDS: return "close fds: \(why)"
         case BERTH_STAGE_CAPS_BOUNDING: return "drop capability \(i) from the bounding set: \(why)"
         case BERTH_STAGE_KEEPCAPS: return "keep capabilities across the user switch: \(why)"
-        case BERTH_STAGE_CAPSET: return "set process.capabilities: \(why)"
+        case BERTH_STAGE_CAPSET: return "set process.capabilities: \(why)" + (r.err == EPERM ? capsetReason() : "")
         case BERTH_STAGE_CAPS_AMBIENT: return "raise ambient capability \(i) (it must be permitted and inheritable too): \(why)"
         case BERTH_STAGE_RLIMIT: return "set process.rlimits[\(i)]: \(why)"
         case BERTH_STAGE_NO_NEW_PRIVS: return "set process.noNewPrivileges: \(why)"

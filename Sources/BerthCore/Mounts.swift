@@ -16,6 +16,8 @@ struct PlannedMount: Equatable {
     var attrClr: UInt64 = 0
     var destIsFile = false
     var isProc = false
+    /// proc and sysfs: the destination must not be a symlink or a file (issue 8, D8).
+    var ordinaryDir = false
     var index = 0
 }
 
@@ -140,6 +142,7 @@ enum MountTable {
         p.fstype = fstype
         p.source = m.source ?? fstype
         p.isProc = fstype == "proc"
+        p.ordinaryDir = fstype == "proc" || fstype == "sysfs"
         return p
     }
 }

@@ -35,13 +35,14 @@ public struct Runtime {
         // Resolved before anything else: the caller's relative paths mean its cwd.
         let bundle = Paths.absolute(o.bundle, base: cwd)
         let pidFile = o.pidFile.map { Paths.absolute($0, base: cwd) }
-        if o.preserveFds < 0 { throw BerthError("--preserve-fds: must not be negative") }
+        try Runtime.checkPreserveFds(o.preserveFds)
         if FS.exists(store.dir(id)) { throw BerthError("container with given ID already exists") }
         guard FS.isDirectory(bundle) else { throw BerthError("bundle \(bundle): not a directory or does not exist") }
         let configPath = bundle + "/config.json"
         let bytes: [UInt8]
         do { bytes = try FS.readFile(configPath) } catch {
-            throw BerthError("config.json: cannot read \(configPath): \(errnoWords(errno))")
+            // errno is stale here: the error itself says what went wrong (missing, too large...).
+            throw BerthError("config.json: cannot read \(error.message)")
         }
         let spec: Spec
         var plan: ContainerPlan
@@ -53,6 +54,11 @@ public struct Runtime {
             rootfs = Paths.absolute(spec.root!.path, base: bundle)
             if !FS.isDirectory(rootfs) {
                 throw SpecError("root.path", "\(rootfs): no such directory")
+            }
+            // The host's own root (a rootfs linked to "/", say) can never be pivoted into:
+            // say so now instead of failing late with pivot_root's EBUSY (issue 8, D8).
+            if FS.realPath(rootfs) == "/" {
+                throw SpecError("root.path", "\(rootfs) is the host's root directory \"/\"; a container needs a root filesystem of its own")
             }
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
@@ -82,6 +88,9 @@ public struct Runtime {
         let createHooks: [HookKind] = [.prestart, .createRuntime, .createContainer]
         let hasCreateHooks = createHooks.contains { !hooks[$0].isEmpty }
         plan.pauseForHooks = hasCreateHooks && plan.setupRootfs
+        // init runs Berth's code until `start`: where others may already live in its pid
+        // namespace, only from a binary they cannot write (CVE-2019-5736).
+        if !plan.ownPidNamespace { try BinaryProtection.ensure(for: "create") }
 
         debug("create \(id): bundle \(bundle), rootfs \(rootfs), \(plan.mounts.count) mounts, \(plan.devices.count) devices, new namespaces \(plan.newNamespaces.map(\.rawValue).sorted().joined(separator: ",")), joined \(plan.joins.map(\.kind.rawValue).joined(separator: ","))")
         let dir = try store.claim(id)
@@ -162,6 +171,7 @@ public struct Runtime {
             state.creatorStartTime = nil
             let rec = ContainerRecord(dir: dir, state: state)
             try store.save(rec)
+            RecoveryRecord.write(state, dir: dir)
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
             let notify = plan.seccomp?.listenerPath == nil ? nil
                 : SeccompProgram.processState(metadata: plan.seccomp?.listenerMetadata, state: state)
@@ -170,6 +180,18 @@ public struct Runtime {
         } catch {
             cleanup()
             throw error
+        }
+    }
+
+    /// --preserve-fds N passes fds 3..3+N-1, which must all fit under the open-file limit
+    /// (issue 8, D7: a huge N used to overflow the plan's int).
+    static func checkPreserveFds(_ n: Int) throws(BerthError) {
+        if n < 0 { throw BerthError("--preserve-fds: must not be negative") }
+        var rl = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &rl)
+        let limit = rl.rlim_cur == rlim_t.max ? UInt64(Int32.max) : UInt64(rl.rlim_cur)
+        if UInt64(n) + 3 > limit {
+            throw BerthError("--preserve-fds: \(n) fds from fd 3 on exceed the open-file limit (\(limit))")
         }
     }
 
@@ -195,6 +217,10 @@ public struct Runtime {
         default: throw BerthError("cannot start an already running container")
         }
         let hooks = rec.state.hooks ?? Hooks()
+        // startContainer hooks are forked into the container's namespaces (CVE-2019-5736).
+        if !hooks[.startContainer].isEmpty && !rec.state.ownPidNamespace {
+            try BinaryProtection.ensure(for: "start")
+        }
         // A failing startContainer or poststart hook stops the container and ends its
         // lifecycle (runtime-spec: continue at delete).
         do {
@@ -205,17 +231,7 @@ public struct Runtime {
             _ = try? delete(id: rec.state.id, force: true)
             throw error
         }
-        let fd = open(rec.fifoPath, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENXIO || errno == ENOENT { throw BerthError("cannot start a container that has stopped") }
-            throw .sys("open \(rec.fifoPath)")
-        }
-        var c: UInt8 = 0
-        let n = retrying { write(fd, &c, 1) }
-        let e = errno
-        close(fd)
-        if n != 1 { throw .sys("release container init", e) }
-        unlink(rec.fifoPath)
+        try release(rec)
         debug("started \(rec.state.id): init \(rec.state.pid) released")
         do {
             try HookRunner.run(.poststart, hooks[.poststart],
@@ -223,6 +239,38 @@ public struct Runtime {
         } catch {
             _ = try? delete(id: rec.state.id, force: true)
             throw error
+        }
+    }
+
+    /// Writes the start byte to the exec fifo and returns once init has taken it and gone
+    /// on to execve; fails if init died first (a racing `delete`, a kill), so `start` never
+    /// reports a program as started that was not released to run (issue 8, D5).
+    private func release(_ rec: ContainerRecord) throws(BerthError) {
+        let stopped = BerthError("cannot start a container that has stopped")
+        // Our own reader first: the writer below then opens even if init is gone, and the
+        // reader sees POLLHUP once the last writer closes. That is init's fd, which is
+        // close-on-exec: it closes exactly at execve, or at death.
+        let rfd = open(rec.fifoPath, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        if rfd < 0 {
+            if errno == ENOENT { throw stopped }
+            throw .sys("open \(rec.fifoPath)")
+        }
+        defer { close(rfd) }
+        let wfd = open(rec.fifoPath, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        if wfd < 0 { throw .sys("open \(rec.fifoPath)") }
+        var c: UInt8 = 0
+        let n = retrying { write(wfd, &c, 1) }
+        let e = errno
+        close(wfd)
+        if n != 1 { throw .sys("release container init", e) }
+        unlink(rec.fifoPath)
+        if cb_poll_hangup(rfd, -1) < 0 { throw .sys("wait for container init to execute the program") }
+        // The byte still there: init died before it read it.
+        if retrying({ read(rfd, &c, 1) }) == 1 { throw stopped }
+        // Killed after reading but before execve: it still has the name only Berth gives.
+        if let info = ProcStat.read(pid: rec.state.pid), info.startTime == rec.state.startTime,
+           info.comm == BERTH_INIT_COMM {
+            throw stopped
         }
     }
 
@@ -299,10 +347,17 @@ public struct Runtime {
         return rec.ociState(status: rec.status).render(indent: "  ")
     }
 
+    /// Containers whose record cannot be read are left out with a warning, as runc does,
+    /// so that no caller ever sees a status it does not know (issue 8, D2).
     public func list() -> [(ContainerRecord, Status)] {
         store.ids().compactMap { id in
-            guard let r = try? store.load(id) else { return nil }
-            return (r, r.status)
+            do throws(BerthError) {
+                let r = try store.load(id)
+                return (r, r.status)
+            } catch {
+                warn("\(error.message): container \(id) is not listed; `berth delete --force \(id)` removes it")
+                return nil
+            }
         }
     }
 
@@ -354,21 +409,46 @@ public struct Runtime {
 
     // MARK: delete
 
+    /// The last resort for an unreadable record: a container created without cgroupsPath
+    /// lives in `<cgroup2>/berth/<id>`. When that cgroup exists its processes are killed
+    /// and it is removed with the state directory; otherwise (false) nothing is touched.
+    private func deleteByDefaultCgroup(id: String, dir: String) throws(BerthError) -> Bool {
+        guard let mount = Cgroup.mountPoint() else { return false }
+        let cg = try Cgroup.path(for: nil, id: id, mount: mount)
+        guard FS.isDirectory(cg) else { return false }
+        warn("\(dir)/state.json is unreadable: deleting container \(id) by its default cgroup \(cg)")
+        _ = Cgroup.signalAll(cg, signal: SIGKILL)
+        Cgroup.destroy(cg, made: [mount + "/berth", cg])
+        if FS.isDirectory(cg) { throw BerthError("cannot remove cgroup \(cg) of container \(id): it still has processes") }
+        store.remove(dir)
+        return true
+    }
+
     public func delete(id: String, force: Bool) throws(BerthError) {
         let rec: ContainerRecord
         do { rec = try store.load(id) } catch {
-            // A create killed half-way can leave a directory without state.json (or, with
-            // --force, one whose record cannot be read).
+            guard (try? StateStore.validate(id: id)) != nil else { throw error }
             let d = store.dir(id)
-            if (try? StateStore.validate(id: id)) != nil, FS.isDirectory(d),
-               !FS.exists(d + "/state.json") || force {
+            // As runc: --force of a container that is already gone succeeds (callers clean
+            // up after a failed create this way).
+            if !FS.exists(d) {
+                if force { return }
+                throw error
+            }
+            // A create killed before its first record leaves an empty directory: nothing of
+            // it was made on the host.
+            if !FS.exists(d + "/state.json") && !FS.exists(d + "/" + RecoveryRecord.name) && FS.isDirectory(d) {
                 FS.removeTree(d)
                 return
             }
-            // As runc: --force of a container that is already gone succeeds (callers clean
-            // up after a failed create this way).
-            if force, (try? StateStore.validate(id: id)) != nil, !FS.exists(d) { return }
-            throw error
+            // An unreadable record must not hide a live container (issue 8, D2): delete from
+            // the recovery record, or refuse and delete nothing.
+            guard let salvaged = RecoveryRecord.read(dir: d, id: id) else {
+                if force, try deleteByDefaultCgroup(id: id, dir: d) { return }
+                throw BerthError("\(error.message); berth cannot tell which processes and cgroup belong to container \(id), so nothing was deleted")
+            }
+            warn("\(error.message): deleting container \(id) from its recovery record")
+            rec = ContainerRecord(dir: d, state: salvaged)
         }
         let st = rec.status
         switch st {

@@ -265,6 +265,32 @@ struct CapabilitySets: Equatable {
     }
 }
 
+extension CapabilitySets {
+    /// "CAP_SYS_ADMIN, CAP_SYS_RESOURCE" for a mask.
+    static func names(_ mask: UInt64) -> String {
+        var out: [String] = []
+        var buf = [CChar](repeating: 0, count: 64)
+        for c in 0..<64 where mask & (1 << UInt64(c)) != 0 {
+            out.append(cb_cap_name(Int32(c), &buf, buf.count) == 0 ? String(cString: buf) : "capability \(c)")
+        }
+        return out.joined(separator: ", ")
+    }
+}
+
+extension Capabilities {
+    /// This process's permitted and bounding sets, from /proc/self/status.
+    static func ofThisProcess() -> (permitted: UInt64, bounding: UInt64)? {
+        guard let s = FS.readString("/proc/self/status") else { return nil }
+        var prm: UInt64?, bnd: UInt64?
+        for line in s.split(separator: "\n") {
+            if line.hasPrefix("CapPrm:") { prm = UInt64(line.dropFirst(7).trimmingPrefix("\t"), radix: 16) }
+            if line.hasPrefix("CapBnd:") { bnd = UInt64(line.dropFirst(7).trimmingPrefix("\t"), radix: 16) }
+        }
+        guard let p = prm, let b = bnd else { return nil }
+        return (p, b)
+    }
+}
+
 /// The C view of a plan. Owns every C string and array until it is deinitialised; the
 /// child works on its own copy of this memory after the clone.
 final class CPlan {
@@ -341,6 +367,7 @@ final class CPlan {
             c.bind = Int32(m.bind)
             c.dest_is_file = m.destIsFile ? 1 : 0
             c.is_proc = m.isProc ? 1 : 0
+            c.ordinary_dir = m.ordinaryDir ? 1 : 0
             c.index = Int32(m.index)
             return c
         }

@@ -47,7 +47,7 @@ extension StoredState {
         bundle = try r.string("bundle")
         rootfs = try r.string("rootfs")
         created = try r.string("created")
-        annotations = try r.optStringMap("annotations")
+        annotations = try r.optStringMap("annotations", allowNUL: true)
         owner = try r.optString("owner") ?? ""
         cgroup = try r.optString("cgroup")
         cgroupCreated = try r.optStrings("cgroupCreated")
@@ -71,6 +71,39 @@ extension StoredState {
         if let c = creatorStartTime { f.append(("creatorStartTime", .int(Int64(c)))) }
         if let h = hooks { f.append(("hooks", h.json)) }
         return .object(f)
+    }
+}
+
+/// What `delete` needs to find a container's init and cgroup, kept apart from state.json
+/// as the target of a symlink: written once, in one syscall, when init exists, and never
+/// rewritten. A state.json that was emptied, truncated or replaced cannot hide a live
+/// container then (issue 8, D2).
+enum RecoveryRecord {
+    static let name = "recovery"
+
+    static func write(_ st: StoredState, dir: String) {
+        var f: [(String, JSON)] = [("pid", .int(Int64(st.pid))), ("startTime", .int(Int64(st.startTime))),
+                                   ("ownPidNamespace", .bool(st.ownPidNamespace))]
+        if let c = st.cgroup { f.append(("cgroup", .string(c))) }
+        if let c = st.cgroupCreated { f.append(("cgroupCreated", .array(c.map { .string($0) }))) }
+        // Longer than a link can hold (PATH_MAX): there is no recovery record then.
+        _ = symlink(JSON.object(f).render(indent: nil), dir + "/" + name)
+    }
+
+    /// The record read back as a minimal state, or nil.
+    static func read(dir: String, id: String) -> StoredState? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(dir + "/" + name, &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        let bytes = buf[0..<n].map { UInt8(bitPattern: $0) }
+        guard let r = try? JSONReader(JSONValue.parse(bytes), file: name),
+              let pid = try? r.integer("pid", Int32.self), let start = try? r.integer("startTime", UInt64.self)
+        else { return nil }
+        return StoredState(ociVersion: ociSpecVersion, id: id, pid: pid, startTime: start, bundle: "", rootfs: "",
+                           created: "", annotations: nil, owner: "", cgroup: try? r.optString("cgroup"),
+                           cgroupCreated: (try? r.optStrings("cgroupCreated")) ?? nil, creatorPid: nil,
+                           creatorStartTime: nil, hooks: nil,
+                           ownPidNamespace: ((try? r.optBool("ownPidNamespace")) ?? nil) ?? false)
     }
 }
 
@@ -114,16 +147,17 @@ public struct ContainerRecord {
 }
 
 public enum ProcStat {
-    public struct Info { public var state: Character; public var startTime: UInt64 }
+    public struct Info { public var state: Character; public var startTime: UInt64; public var comm: Substring }
 
     /// Parses /proc/PID/stat. The command name (field 2) may hold spaces and parentheses,
     /// so fields are counted after the last ')'.
     public static func read(pid: Int32) -> Info? {
-        guard let s = FS.readString("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return nil }
+        guard let s = FS.readString("/proc/\(pid)/stat"), let open = s.firstIndex(of: "("),
+              let close = s.lastIndex(of: ")"), open < close else { return nil }
         let rest = s[s.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
         // rest[0] is field 3 (state); field 22 (starttime) is rest[19].
         guard rest.count > 19, let st = rest[0].first, let start = UInt64(rest[19]) else { return nil }
-        return Info(state: st, startTime: start)
+        return Info(state: st, startTime: start, comm: s[s.index(after: open)..<close])
     }
 }
 
@@ -131,13 +165,26 @@ public struct StateStore {
     public var root: String
     public init(root: String) { self.root = root }
 
-    /// runc's rule: `[A-Za-z0-9_+.-]+`, and not "." or "..".
+    /// runc's rule: `[A-Za-z0-9_+.-]+`, and not "." or "..". The id names a directory, so
+    /// it also fits in one file name (issue 8, D9: said plainly, not as ENAMETOOLONG).
     public static func validate(id: String) throws(BerthError) {
         let ok = !id.isEmpty && id != "." && id != ".." && id.utf8.allSatisfy { c in
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) ||
                 c == 0x5f || c == 0x2b || c == 0x2e || c == 0x2d
         }
-        if !ok { throw BerthError("invalid container ID format: \(id)") }
+        if !ok { throw BerthError("invalid container ID format: \(printable(id))") }
+        if id.utf8.count > Int(NAME_MAX) {
+            throw BerthError("invalid container ID format: the ID is \(id.utf8.count) bytes long; at most \(NAME_MAX) fit in a file name")
+        }
+    }
+
+    /// An id as it can be shown on one line: as is, or quoted with escapes when it holds
+    /// anything but printable ASCII.
+    static func printable(_ s: String) -> String {
+        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) { return s }
+        var q = ""
+        JSON.quote(s, into: &q)
+        return q
     }
 
     public func dir(_ id: String) -> String { root + "/" + id }
@@ -156,8 +203,10 @@ public struct StateStore {
     public func load(_ id: String) throws(BerthError) -> ContainerRecord {
         try StateStore.validate(id: id)
         let d = dir(id)
-        guard let bytes = try? FS.readFile(d + "/state.json") else {
-            throw BerthError("container does not exist")
+        let bytes: [UInt8]
+        do { bytes = try FS.readFile(d + "/state.json") } catch {
+            if errno == ENOENT || errno == ENOTDIR { throw BerthError("container does not exist") }
+            throw BerthError("\(d)/state.json: corrupt state: \(error.message)")
         }
         do {
             let st = try StoredState(JSONReader(JSONValue.parse(bytes), file: "state.json"))
@@ -171,6 +220,7 @@ public struct StateStore {
     /// anything unexpected falls back to a full walk.
     func remove(_ dir: String) {
         unlink(dir + "/state.json")
+        unlink(dir + "/" + RecoveryRecord.name)
         unlink(dir + "/exec.fifo")
         if rmdir(dir) != 0 && errno != ENOENT { FS.removeTree(dir) }
     }
@@ -180,6 +230,8 @@ public struct StateStore {
     }
 
     public func ids() -> [String] {
-        FS.listDirectory(root).filter { FS.exists(root + "/" + $0 + "/state.json") }
+        FS.listDirectory(root).filter {
+            FS.exists(root + "/" + $0 + "/state.json") || FS.exists(root + "/" + $0 + "/" + RecoveryRecord.name)
+        }
     }
 }

@@ -59,7 +59,7 @@ enum FS {
             if n < 0 { throw .sys("read \(path)") }
             if n == 0 { break }
             out.append(contentsOf: buf[0..<n])
-            if out.count > limit { throw BerthError("\(path): file too large") }
+            if out.count > limit { errno = EFBIG; throw BerthError("\(path): too large (over \(limit >> 20) MiB)") }
         }
         return out
     }
@@ -93,6 +93,13 @@ enum FS {
     }
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// The path with every symlink resolved, or nil.
+    static func realPath(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
 
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()

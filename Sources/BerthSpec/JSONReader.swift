@@ -39,7 +39,16 @@ public struct JSONReader {
     public func optString(_ key: String) throws(SpecError) -> String? {
         guard let v = raw(key) else { return nil }
         guard case .string(let s) = v else { throw error(key, "expected a string, found \(v.kindName)") }
+        try JSONReader.noNUL(s, path: sub(key), file: file)
         return s
+    }
+
+    /// Strings reach the kernel as C strings, where a NUL would silently cut them
+    /// (`"sh\u0000x"` would run `sh`). Go's syscall package refuses them too (EINVAL), so
+    /// runc fails on them; Berth says which field. Invalid UTF-8 is not refused: like Go's
+    /// decoder, the parser turns it into U+FFFD, so Berth sees what runc sees.
+    static func noNUL(_ s: String, path: String, file: String) throws(SpecError) {
+        if s.utf8.contains(0) { throw SpecError(file: file, path, "contains a NUL character (\\u0000), which cannot be passed to the kernel") }
     }
 
     public func optBool(_ key: String) throws(SpecError) -> Bool? {
@@ -96,6 +105,7 @@ public struct JSONReader {
         let f = file
         return try optArray(key) { (v, p) throws(SpecError) -> String in
             guard case .string(let s) = v else { throw SpecError(file: f, p, "expected a string, found \(v.kindName)") }
+            try JSONReader.noNUL(s, path: p, file: f)
             return s
         }
     }
@@ -105,13 +115,18 @@ public struct JSONReader {
         return try optArray(key) { (v, p) throws(SpecError) -> T in try each(try JSONReader(v, path: p, file: f)) }
     }
 
-    /// An object of string values, such as annotations.
-    public func optStringMap(_ key: String) throws(SpecError) -> [String: String]? {
+    /// An object of string values, such as sysctl. `allowNUL` only for values that never
+    /// reach the kernel (annotations).
+    public func optStringMap(_ key: String, allowNUL: Bool = false) throws(SpecError) -> [String: String]? {
         guard let v = raw(key) else { return nil }
         guard case .object(let pairs) = v else { throw error(key, "expected an object, found \(v.kindName)") }
         var out: [String: String] = [:]
         for (k, x) in pairs {
             guard case .string(let s) = x else { throw error(key + "." + k, "expected a string, found \(x.kindName)") }
+            if !allowNUL {
+                try JSONReader.noNUL(k, path: sub(key), file: file)
+                try JSONReader.noNUL(s, path: sub(key) + "." + k, file: file)
+            }
             out[k] = s
         }
         return out

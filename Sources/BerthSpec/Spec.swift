@@ -213,7 +213,7 @@ extension Spec {
         domainname = try r.optString("domainname")
         mounts = try r.optObjects("mounts") { (o: JSONReader) throws(SpecError) in try Mount(o) }
         hooks = try r.optObject("hooks").map { (o: JSONReader) throws(SpecError) in try Hooks(o) }
-        annotations = try r.optStringMap("annotations")
+        annotations = try r.optStringMap("annotations", allowNUL: true)
         linux = try r.optObject("linux").map { (o: JSONReader) throws(SpecError) in try Linux(o) }
         solaris = r.raw("solaris")
         windows = r.raw("windows")

@@ -18,6 +18,16 @@ int cb_cap_from_name(const char *name) {
     return cap_from_name(name, &v) == 0 ? (int)v : -1;
 }
 
+int cb_cap_name(int cap, char *out, size_t size) {
+    char *n = cap_to_name((cap_value_t)cap);
+    if (!n) return -1;
+    size_t i = 0;
+    for (; n[i] && i + 1 < size; i++) out[i] = (n[i] >= 'a' && n[i] <= 'z') ? (char)(n[i] - 32) : n[i];
+    out[i] = 0;
+    cap_free(n);
+    return 0;
+}
+
 int cb_cap_last(void) {
     // cap_max_bits() asks the running kernel, not the headers Berth was built with.
     return (int)cap_max_bits() - 1;

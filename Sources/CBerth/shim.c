@@ -278,6 +278,18 @@ static unsigned long locked_flags(const char *path) {
 
 static void do_mount(int rootfd, const berth_mount *m) {
     char pbuf[40];
+    if (m->ordinary_dir) {
+        // runc's rule for proc and sysfs: an existing destination must be a real directory.
+        // A /proc that is a symlink in the image is refused rather than followed (even
+        // inside the root), so these mounts never land anywhere but where they are named.
+        char name[NAME_MAX + 1];
+        struct stat st;
+        int dir = open_parent_in_root(rootfd, m->dest, name);
+        if (dir < 0) fail(BERTH_STAGE_MOUNT_DEST, errno, m->index);
+        if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+            fail(BERTH_STAGE_MOUNT_NOT_DIR, ENOTDIR, m->index);
+        close(dir);
+    }
     int fd = open_create_in_root(rootfd, m->dest, m->dest_is_file);
     if (fd < 0) fail(BERTH_STAGE_MOUNT_DEST, errno, m->index);
 
@@ -760,6 +772,10 @@ __attribute__((noreturn)) static void die_after_start(const char *what, int e) {
 __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     char exe[PATH_MAX];
 
+    // A name no execve can give (a basename has no '/'): `start` reads it to tell an init
+    // that died before execve from a program that ran (issue 8, D5).
+    (void)prctl(PR_SET_NAME, BERTH_INIT_COMM, 0, 0, 0);
+
     if (p->in_userns) {
         // The parent has written our id maps (or we joined a namespace that has them).
         // Become the namespace's root so what follows
@@ -1001,6 +1017,14 @@ int cb_sigwait_any(int *pid_out) {
 
 int cb_poll_readable(int fd, int timeout_ms) {
     struct pollfd pfd = {fd, POLLIN, 0};
+    int r;
+    do { r = poll(&pfd, 1, timeout_ms); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    return r > 0 ? 1 : 0;
+}
+
+int cb_poll_hangup(int fd, int timeout_ms) {
+    struct pollfd pfd = {fd, 0, 0}; // POLLHUP and POLLERR are always reported
     int r;
     do { r = poll(&pfd, 1, timeout_ms); } while (r < 0 && errno == EINTR);
     if (r < 0) return -errno;

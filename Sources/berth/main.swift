@@ -48,7 +48,17 @@ struct Log {
 
     func error(_ msg: String) {
         line("error", msg)
-        let t = msg + "\n"
+        // One error, one line, whatever the message quotes (a path or hook output with
+        // newlines): callers read the last line.
+        var t = ""
+        for u in msg.unicodeScalars {
+            switch u {
+            case "\n": t += "\\n"
+            case "\r": t += "\\r"
+            default: t.unicodeScalars.append(u)
+            }
+        }
+        t += "\n"
         _ = t.withCString { write(2, $0, strlen($0)) }
     }
 }
@@ -196,6 +206,7 @@ nonisolated(unsafe) var startTime: timespec = {
 
 func main() -> Int32 {
     _ = startTime
+    BinaryProtection.noteStartup()
     // A hook that exits without reading its stdin, or a caller that closed our stdout,
     // must give EPIPE, not kill Berth half-way. (Containers and hooks get default signal
     // dispositions back before execve.)

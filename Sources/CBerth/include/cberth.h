@@ -73,6 +73,7 @@ enum berth_stage {
     BERTH_STAGE_MASK,            // index = masked path
     BERTH_STAGE_READONLY_PATH,   // index = readonly path
     BERTH_STAGE_CONSOLE,         // index: 0 open ptmx, 1 not the real ptmx, 2 pty setup, 3 /dev/console, 4 send, 5 stdio
+    BERTH_STAGE_MOUNT_NOT_DIR,   // index = mount: proc/sysfs destination is a symlink or not a directory
 };
 
 typedef struct {
@@ -81,6 +82,9 @@ typedef struct {
     int32_t index;  // which mount/device/namespace, or -1
     int32_t value;  // BERTH_MSG_INIT_PID: the pid
 } berth_report;
+
+// The name (comm) of init until it execs the program.
+#define BERTH_INIT_COMM "berth/init"
 
 // ---- the plan ----------------------------------------------------------------------
 typedef struct {
@@ -102,6 +106,7 @@ typedef struct {
     int bind;               // 1 = bind, 2 = rbind
     int dest_is_file;       // create a file, not a directory, when missing
     int is_proc;            // verify the result is procfs
+    int ordinary_dir;       // proc, sysfs: refuse a destination that is a symlink or not a directory
     int index;              // position in config "mounts"
 } berth_mount;
 
@@ -236,6 +241,8 @@ int cb_run_hook(const char *path, char *const argv[], char *const envp[],
 // ---- parent-side helpers (libcap) ----------------------------------------------------
 // The capability number of a name such as "CAP_CHOWN", or -1 when libcap does not know it.
 int cb_cap_from_name(const char *name);
+// "CAP_SYS_ADMIN" for 21, into out (0), or -1.
+int cb_cap_name(int cap, char *out, size_t size);
 // The highest capability number the running kernel supports.
 int cb_cap_last(void);
 
@@ -253,6 +260,13 @@ int cb_seccomp_export(void *ctx, uint8_t **out, size_t *len);
 // child straight into plan->cgroup_fd.
 int cb_spawn(const berth_plan *plan, int *in_cgroup);
 
+// CVE-2019-5736 (selfexe.c): 1 when /proc/self/exe cannot be opened for writing through
+// any path (a read-only mount, or a write-sealed memfd), else 0.
+int cb_exe_is_protected(void);
+// Re-executes this process, same argv and envp, from a read-only clone of its binary's
+// mount (or a sealed memfd copy). Returns only on failure, with -errno.
+int cb_reexec_protected(char *const argv[], char *const envp[]);
+
 // ---- syscall wrappers for Swift ----------------------------------------------------
 int cb_pidfd_open(int pid);
 int cb_pidfd_send_signal(int pidfd, int sig);
@@ -268,6 +282,8 @@ int cb_sigwait_any(int *pid_out);
 int cb_unblock_all_signals(void);
 // Blocks until fd is readable or timeout_ms passes: 1 readable, 0 timeout, -errno.
 int cb_poll_readable(int fd, int timeout_ms);
+// Blocks until fd reports POLLHUP (or POLLERR), ignoring readable data: 1, 0 timeout, -errno.
+int cb_poll_hangup(int fd, int timeout_ms);
 
 // statfs(2) f_type of path (e.g. 0x63677270 for cgroup2), or -errno.
 int64_t cb_fs_magic(const char *path);
