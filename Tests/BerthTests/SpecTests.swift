@@ -79,6 +79,10 @@ func loadError(_ text: String) -> String? {
         (",{\"type\":\"uts\"}]}}", "]},\"hostname\":\"h\"}", "config.json: hostname: setting the hostname requires a new uts namespace"),
         ("\"root\":{\"path\":\"rootfs\"},", "\"root\":{\"path\":\"rootfs\"},\"mounts\":[{\"destination\":\"rel\",\"type\":\"tmpfs\"}],", "config.json: mounts[0].destination: must be an absolute path, got \"rel\""),
         ("\"root\":{\"path\":\"rootfs\"},", "\"root\":{\"path\":\"rootfs\"},\"windows\":{},", "config.json: windows: not a Linux configuration; berth runs Linux containers only"),
+        // Issue 8, D4: a NUL would cut the C string the kernel gets.
+        ("\"args\":[\"sh\"]", "\"args\":[\"sh\\u0000x\"]", "config.json: process.args[0]: contains a NUL character (\\u0000), which cannot be passed to the kernel"),
+        ("\"cwd\":\"/\"", "\"cwd\":\"/\\u0000\"", "config.json: process.cwd: contains a NUL character (\\u0000), which cannot be passed to the kernel"),
+        ("{\"type\":\"uts\"}]", "{\"type\":\"uts\"}],\"sysctl\":{\"kernel.x\\u0000\":\"1\"}", "config.json: linux.sysctl: contains a NUL character (\\u0000), which cannot be passed to the kernel"),
     ])
     func namesTheField(from: String, to: String, expected: String) throws {
         let text = validConfig.replacingFirst(from, with: to)
@@ -91,6 +95,14 @@ func loadError(_ text: String) -> String? {
         #expect(loadError("{\"a\": [1, 2,]}") == "config.json: invalid JSON: line 1 column 13: unexpected character ']'")
         #expect(loadError("") == "config.json: invalid JSON: line 1 column 1: unexpected end of input")
         #expect(loadError("{} x") == "config.json: invalid JSON: line 1 column 4: unexpected character 'x' after the top-level value")
+    }
+
+    @Test func invalidUTF8BecomesReplacementCharactersAsInGo() throws {
+        var bytes = Array(validConfig.utf8)
+        let at = try #require(validConfig.utf8.firstIndex(of: UInt8(ascii: "{")))
+        bytes.insert(contentsOf: Array("\"hostname\":\"a".utf8) + [0xff] + Array("b\",".utf8), at: validConfig.utf8.distance(from: validConfig.utf8.startIndex, to: at) + 1)
+        let spec = try Spec.load(bytes)
+        #expect(spec.hostname == "a\u{fffd}b")
     }
 
     @Test func emptyRequestsOfLaterFeaturesAreAccepted() {
