@@ -88,7 +88,8 @@ public func parseFlags(_ args: ArraySlice<String>, _ specs: [FlagSpec], stopAtPo
 
 /// Signal names and numbers as runc accepts them: "9", "KILL", "SIGKILL", "sigkill".
 public func parseSignal(_ s: String) -> Int32? {
-    if let n = Int32(s) { return n > 0 && n < 65 ? n : nil }
+    // A number as runc takes it, 0 included (a probe: `kill -a ID 0`).
+    if let n = Int32(s) { return n >= 0 && n < 65 ? n : nil }
     var name = s.uppercased()
     if name.hasPrefix("SIG") { name.removeFirst(3) }
     if name.hasPrefix("RTMIN+"), let k = Int32(name.dropFirst(6)), k >= 0, 34 + k <= 64 { return 34 + k }

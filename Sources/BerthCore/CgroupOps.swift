@@ -45,9 +45,9 @@ extension Runtime {
     /// Host pids of the container's processes.
     public func pids(id: String) throws(BerthError) -> [Int32] {
         let rec = try store.load(id)
-        guard rec.status != .stopped else { throw BerthError("container not running") }
+        // As runc: a stopped container has what is left in its cgroup (usually nothing).
         if let cg = rec.state.cgroup { return Cgroup.pids(cg) }
-        return [rec.state.pid]
+        return rec.status == .stopped ? [] : [rec.state.pid]
     }
 
     /// `update`: new limits applied live. The device filter is replaced whole.
@@ -60,7 +60,10 @@ extension Runtime {
         let writes: [CgroupWrite]
         var program: [UInt8]?
         do throws(SpecError) {
-            writes = try CgroupResources.writes(r)
+            var warnings: [String] = []
+            let quota = FS.readString(cg + "/cpu.max")?.split(separator: " ").first.map(String.init)
+            writes = try CgroupResources.writes(r, currentQuota: quota, warnings: &warnings)
+            for w in warnings { warn(w) }
             if let d = r.devices {
                 let eff = try DeviceFilter.effective(d, extra: [])
                 program = DeviceFilter.program(defaultAllow: eff.defaultAllow, rules: eff.rules)

@@ -12,6 +12,11 @@ struct CgroupWrite: Equatable {
 
 /// linux.resources -> cgroup v2 interface files, with the conversions runc uses. Fields
 /// that only exist on cgroup v1 are refused by name.
+///
+/// Zero means "unset" for every limit, as in runc: Docker sends `blockIO.weight: 0` in
+/// every create, and `update` documents with zeros for each field it is not changing
+/// (memory, reservation, kernel, cpu shares/quota/period, blockIO weight). Nothing is
+/// written for them, and `max 0` never reaches cpu.max.
 enum CgroupResources {
     /// cpu.shares (2..262144) -> cpu.weight (1..10000), runc's linear mapping.
     static func cpuWeight(shares: UInt64) -> UInt64 {
@@ -22,46 +27,50 @@ enum CgroupResources {
     /// blkio weight (10..1000) -> io.weight (1..10000), runc's mapping.
     static func ioWeight(_ w: UInt16) -> UInt64 { 1 + (UInt64(w) - 10) * 9999 / 990 }
 
-    static func writes(_ r: Resources) throws(SpecError) -> [CgroupWrite] {
+    /// `currentQuota`: for `update`, the quota now in cpu.max, kept when only the period
+    /// changes (runc merges an update into the container's limits the same way).
+    static func writes(_ r: Resources, currentQuota: String? = nil, warnings: inout [String]) throws(SpecError) -> [CgroupWrite] {
         var out: [CgroupWrite] = []
         func add(_ c: String?, _ f: String, _ v: String, _ p: String) { out.append(CgroupWrite(controller: c, file: f, value: v, path: p)) }
         func v1Only(_ p: String) -> SpecError { SpecError("linux.resources.\(p)", "only exists on cgroup v1; berth manages cgroup v2") }
 
         if let m = r.memory {
             let p = "memory"
-            if let l = m.limit {
-                if l == 0 || l < -1 { throw SpecError("linux.resources.memory.limit", "must be positive or -1 (unlimited), got \(l)") }
-                add(p, "memory.max", l == -1 ? "max" : String(l), "memory.limit")
-            }
-            if let res = m.reservation { add(p, "memory.low", res == -1 ? "max" : String(res), "memory.reservation") }
-            if let swap = m.swap {
-                // OCI's swap is memory+swap; cgroup v2's memory.swap.max is swap alone.
-                if swap == -1 {
-                    add(p, "memory.swap.max", "max", "memory.swap")
-                } else {
-                    guard let l = m.limit, l > 0 else {
-                        throw SpecError("linux.resources.memory.swap", "a swap limit (memory+swap) needs a memory.limit")
-                    }
-                    if swap < l { throw SpecError("linux.resources.memory.swap", "must be at least memory.limit (it counts memory+swap)") }
-                    add(p, "memory.swap.max", String(swap - l), "memory.swap")
+            let l = m.limit ?? 0
+            if l < -1 { throw SpecError("linux.resources.memory.limit", "must be positive or -1 (unlimited), got \(l)") }
+            if l != 0 { add(p, "memory.max", l == -1 ? "max" : String(l), "memory.limit") }
+            if let res = m.reservation, res != 0 { add(p, "memory.low", res == -1 ? "max" : String(res), "memory.reservation") }
+            // OCI's swap is memory+swap; cgroup v2's memory.swap.max is swap alone. runc's
+            // rules: 0 is unset (but with an unlimited memory, swap is unlimited too).
+            let swap = m.swap ?? 0
+            if swap == -1 || (swap == 0 && l == -1) {
+                add(p, "memory.swap.max", "max", "memory.swap")
+            } else if swap != 0 {
+                guard l > 0 else {
+                    throw SpecError("linux.resources.memory.swap", "a swap limit (memory+swap) needs a memory.limit")
                 }
+                if swap < l { throw SpecError("linux.resources.memory.swap", "must be at least memory.limit (it counts memory+swap)") }
+                add(p, "memory.swap.max", String(swap - l), "memory.swap")
             }
-            if let k = m.kernel, k != 0 { throw v1Only("memory.kernel") }
-            if let k = m.kernelTCP, k != 0 { throw v1Only("memory.kernelTCP") }
+            // runc 1.1 warns and ignores kernel memory limits (the kernel dropped them).
+            if (m.kernel ?? 0) != 0 || (m.kernelTCP ?? 0) != 0 {
+                warnings.append("linux.resources.memory.kernel, kernelTCP: kernel memory settings are ignored (cgroup v2 has no such limit)")
+            }
             if m.swappiness != nil { throw v1Only("memory.swappiness") }
             if m.disableOOMKiller == true { throw v1Only("memory.disableOOMKiller") }
             if m.useHierarchy == false { throw v1Only("memory.useHierarchy") }
         }
         if let c = r.cpu {
             if let s = c.shares, s != 0 { add("cpu", "cpu.weight", String(cpuWeight(shares: s)), "cpu.shares") }
-            if c.quota != nil || c.period != nil {
-                let q = c.quota.map { $0 > 0 ? String($0) : "max" } ?? "max"
-                add("cpu", "cpu.max", "\(q) \(c.period ?? 100_000)", c.quota != nil ? "cpu.quota" : "cpu.period")
+            let quota = c.quota ?? 0, period = c.period ?? 0
+            if quota != 0 || period != 0 {
+                let q = quota > 0 ? String(quota) : quota < 0 ? "max" : (currentQuota ?? "max")
+                add("cpu", "cpu.max", "\(q) \(period != 0 ? period : 100_000)", quota != 0 ? "cpu.quota" : "cpu.period")
             }
             if let b = c.burst { add("cpu", "cpu.max.burst", String(b), "cpu.burst") }
             if let i = c.idle { add("cpu", "cpu.idle", String(i), "cpu.idle") }
-            if c.realtimeRuntime != nil { throw v1Only("cpu.realtimeRuntime") }
-            if c.realtimePeriod != nil { throw v1Only("cpu.realtimePeriod") }
+            if (c.realtimeRuntime ?? 0) != 0 { throw v1Only("cpu.realtimeRuntime") }
+            if (c.realtimePeriod ?? 0) != 0 { throw v1Only("cpu.realtimePeriod") }
             if let cpus = c.cpus, !cpus.isEmpty {
                 if parseCPUList(cpus) == nil { throw SpecError("linux.resources.cpu.cpus", "invalid CPU list \"\(cpus)\"") }
                 add("cpuset", "cpuset.cpus", cpus, "cpu.cpus")
@@ -71,19 +80,18 @@ enum CgroupResources {
                 add("cpuset", "cpuset.mems", mems, "cpu.mems")
             }
         }
-        if r.pidsPresent {
-            let l = r.pids ?? 0
+        if let l = r.pids, l != 0 {
             add("pids", "pids.max", l > 0 ? String(l) : "max", "pids.limit")
         }
         if let b = r.blockIO {
-            if let w = b.weight {
+            if let w = b.weight, w != 0 {
                 if w < 10 || w > 1000 { throw SpecError("linux.resources.blockIO.weight", "must be between 10 and 1000") }
                 add("io", "io.weight", "default \(ioWeight(w))", "blockIO.weight")
             }
-            if b.leafWeight != nil { throw v1Only("blockIO.leafWeight") }
+            if (b.leafWeight ?? 0) != 0 { throw v1Only("blockIO.leafWeight") }
             for (i, d) in (b.weightDevice ?? []).enumerated() {
                 if d.leafWeight != nil { throw v1Only("blockIO.weightDevice[\(i)].leafWeight") }
-                if let w = d.weight {
+                if let w = d.weight, w != 0 {
                     if w < 10 || w > 1000 { throw SpecError("linux.resources.blockIO.weightDevice[\(i)].weight", "must be between 10 and 1000") }
                     add("io", "io.weight", "\(d.device.major):\(d.device.minor) \(ioWeight(w))", "blockIO.weightDevice[\(i)]")
                 }

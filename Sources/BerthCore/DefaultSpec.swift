@@ -2,8 +2,10 @@ import BerthSpec
 import CBerth
 import Glibc
 
-/// `berth spec`: a working config like runc's, limited to what Berth implements today
-/// (fields it would refuse are left out rather than written and then rejected).
+/// `berth spec`: what `runc spec` writes (test suites and tools build their bundles from
+/// it, then pass --console-socket, which needs `terminal: true`): runc's namespaces (the
+/// cgroup namespace only on a pure cgroup v2 host), capabilities (ambient ones included,
+/// which cannot be raised and are skipped as runc skips them), masked and read-only paths.
 public enum DefaultSpec {
     public static func render(rootless: Bool) -> String {
         let s: (String) -> JSON = { .string($0) }
@@ -28,7 +30,9 @@ public enum DefaultSpec {
             mounts.append(mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]))
             mounts.append(mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]))
         }
-        var namespaces: [JSON] = ["pid", "ipc", "uts", "mount", "cgroup"].map { .object([("type", s($0))]) }
+        var nsNames = ["pid", "ipc", "uts", "mount"]
+        if cb_fs_magic("/sys/fs/cgroup") == 0x63677270 { nsNames.append("cgroup") }  // runc: IsCgroup2UnifiedMode
+        var namespaces: [JSON] = nsNames.map { .object([("type", s($0))]) }
         var linux: [(String, JSON)] = []
         if rootless {
             namespaces.append(.object([("type", s("user"))]))
@@ -46,12 +50,12 @@ public enum DefaultSpec {
         let config: JSON = .object([
             ("ociVersion", s(ociSpecVersion)),
             ("process", .object([
-                ("terminal", .bool(false)),
+                ("terminal", .bool(true)),
                 ("user", .object([("uid", .int(0)), ("gid", .int(0))])),
                 ("args", strings(["sh"])),
                 ("env", strings(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"])),
                 ("cwd", s("/")),
-                ("capabilities", .object(["bounding", "effective", "permitted"].map { ($0, strings(DefaultSpec.capabilities)) })),
+                ("capabilities", .object(["bounding", "effective", "permitted", "ambient"].map { ($0, strings(DefaultSpec.capabilities)) })),
                 ("rlimits", .array([.object([("type", s("RLIMIT_NOFILE")), ("hard", .int(1024)), ("soft", .int(1024))])])),
                 ("noNewPrivileges", .bool(true)),
             ])),
@@ -68,7 +72,7 @@ extension DefaultSpec {
     public static let capabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     public static let maskedPaths = [
         "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-        "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+        "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
     ]
     public static let readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 }

@@ -40,8 +40,16 @@ extension Runtime {
         let rec = try store.load(id)
         switch rec.status {
         case .running: break
+        case .created:
+            // runc execs into a created container too, but there init still runs Berth's
+            // binary, and the new process would share its pid namespace: allowed only when
+            // that binary is a read-only view (CVE-2019-5736; a create into a joined pid
+            // namespace makes it so), refused otherwise.
+            var sv = statvfs()
+            guard statvfs("/proc/\(rec.state.pid)/exe", &sv) == 0, sv.f_flag & UInt(ST_RDONLY) != 0 else {
+                throw BerthError("cannot exec in a created container: its init still runs the berth binary, which the new process could reach (CVE-2019-5736); start it first")
+            }
         case .paused: if !o.ignorePaused { throw BerthError("cannot exec in a paused container (use --ignore-paused)") }
-        case .created: throw BerthError("cannot exec in a created container: start it first")
         default: throw BerthError("cannot exec in a stopped container")
         }
         if o.tty && o.consoleSocket == nil && o.detach {
@@ -153,7 +161,11 @@ extension Runtime {
         do throws(BerthError) {
             l = try launcher.launch()
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
-            try Launcher.commit(l)
+            // With a NOTIFY rule the process waits for the container state it sends to the
+            // seccomp agent with the listener, as at create.
+            let notify = plan.seccomp?.listenerPath == nil ? nil
+                : SeccompProgram.processState(metadata: plan.seccomp?.listenerMetadata, state: rec.state)
+            try Launcher.commit(l, notifyState: notify)
         } catch {
             _ = cb_unblock_all_signals()
             throw error

@@ -85,7 +85,8 @@ struct Launcher {
         if let path = plan.seccomp?.listenerPath {
             do { fd = try connectUnix(path) } catch {
                 close(parentEnd)
-                throw BerthError("config.json: linux.seccomp.listenerPath: \(error.message)")
+                // runc's words ("failed to connect with seccomp agent"): callers match them.
+                throw BerthError("config.json: linux.seccomp.listenerPath: failed to connect with seccomp agent: \(error.message)")
             }
             listenerFd = try lift(fd)
             owned.append(listenerFd)
@@ -178,6 +179,9 @@ struct Launcher {
             close(relayEnd)
             relayEnd = -1
             if m < 0 { throw abort(.sys("receive the container's pty", -m)) }
+            // As runc: output arrives untranslated ("\n", not "\r\n"), before the program
+            // can print anything, so it reads the same through Berth as without a terminal.
+            _ = cb_clear_onlcr(m)
             master = m
         }
         return Launched(initPid: initPid, sync: parentEnd, master: master)

@@ -18,6 +18,9 @@ struct PlannedMount: Equatable {
     var isProc = false
     /// proc and sysfs: the destination must not be a symlink or a file (issue 8, D8).
     var ordinaryDir = false
+    /// cgroup2: what to bind instead where the kernel refuses a new cgroup2 mount (a user
+    /// namespace without its own cgroup namespace), as runc does.
+    var cgroupFallback: String?
     var index = 0
 }
 

@@ -63,7 +63,9 @@ public struct Runtime {
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
             let res = spec.linux?.resources ?? Resources()
-            cgroupWrites = try CgroupResources.writes(res)
+            var resourceWarnings: [String] = []
+            cgroupWrites = try CgroupResources.writes(res, warnings: &resourceWarnings)
+            for w in resourceWarnings { warn(w) }
             // linux.devices nodes are usable inside, as runc allows them.
             let nodes = plan.devices.filter { $0.index >= 0 }.map { d in
                 DeviceFilter.Rule(allow: true, type: d.mode & UInt32(S_IFMT) == UInt32(S_IFBLK) ? 1 : 2,
@@ -141,6 +143,12 @@ public struct Runtime {
                 if let prog = deviceProgram { try DeviceFilter.attach(prog, cgroup: cg) }
             }
             debug("cgroup \(cgroupDir ?? "none") (created: \(cgroupMade.joined(separator: " ")))")
+            // cgroup2 mounts fall back to a bind of the container's cgroup (with a cgroup
+            // namespace) or of the hierarchy, where a user namespace forbids a new mount.
+            if let cg = cgroupDir, let mount = cgroupMount {
+                let fallback = plan.newNamespaces.contains(.cgroup) ? cg : mount
+                for i in plan.mounts.indices where plan.mounts[i].fstype == "cgroup2" { plan.mounts[i].cgroupFallback = fallback }
+            }
             let creating = state
             // runtime-spec lifecycle steps 5-7: prestart and createRuntime in the runtime's
             // namespaces, createContainer in the container's, before the root switch.
@@ -366,11 +374,15 @@ public struct Runtime {
     public func kill(id: String, signal sig: Int32, all: Bool) throws(BerthError) {
         let rec = try store.load(id)
         let st = rec.status
-        if !st.canKill { throw BerthError("container not running") }
-        if all, let cg = rec.state.cgroup {
-            if !Cgroup.signalAll(cg, signal: sig) { throw BerthError("no such process") }
+        if all, let cg = rec.state.cgroup, st != .creating {
+            // As runc: --all signals whatever is left in the cgroup, also after init has
+            // exited (containerd does this on every pod stop when processes outlive init);
+            // a stopped container whose cgroup is gone has nothing left to signal.
+            if st == .stopped && !FS.isDirectory(cg) { return }
+            _ = Cgroup.signalAll(cg, signal: sig)
             return
         }
+        if !st.canKill { throw BerthError("container not running") }
         try signalInit(rec, sig)
     }
 

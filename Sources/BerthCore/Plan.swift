@@ -259,6 +259,11 @@ struct CapabilitySets: Equatable {
         permitted = mask(c.permitted)
         inheritable = mask(c.inheritable)
         ambient = mask(c.ambient)
+        // The kernel raises an ambient capability only when it is permitted and inheritable.
+        // runc (through gocapability) ignores the ones it cannot raise, and callers rely on
+        // it: `runc spec` itself lists ambient capabilities without inheritable ones, and so
+        // do buildah's RUN configs. Skipped here the same way, silently.
+        ambient &= permitted & inheritable
         if !unknown.isEmpty {
             warnings.append("ignoring unknown or unavailable capabilities: \(unknown.joined(separator: ", "))")
         }
@@ -314,9 +319,9 @@ final class CPlan {
         return UnsafePointer(p)
     }
 
-    private func argv(_ items: [String]) -> UnsafePointer<UnsafeMutablePointer<CChar>?> {
+    private func argv(_ items: [String], spare: Int = 0) -> UnsafePointer<UnsafeMutablePointer<CChar>?> {
         var ptrs: [UnsafeMutablePointer<CChar>?] = items.map { UnsafeMutablePointer(mutating: str($0)) }
-        ptrs.append(nil)
+        ptrs.append(contentsOf: [UnsafeMutablePointer<CChar>?](repeating: nil, count: spare + 1))
         return array(ptrs)!
     }
 
@@ -368,6 +373,7 @@ final class CPlan {
             c.dest_is_file = m.destIsFile ? 1 : 0
             c.is_proc = m.isProc ? 1 : 0
             c.ordinary_dir = m.ordinaryDir ? 1 : 0
+            c.cgroup2_fallback = str(m.cgroupFallback)
             c.index = Int32(m.index)
             return c
         }
@@ -415,7 +421,11 @@ final class CPlan {
         raw.arg0 = str(p.args[0])
         raw.path_env = str(p.pathEnv)
         raw.argv = argv(p.args)
-        raw.envp = argv(p.env)
+        // HOME is added by the child, from the container's /etc/passwd, when the config has
+        // none (as runc does): the array keeps a spare slot for it.
+        raw.envp = argv(p.env, spare: 1)
+        raw.nenv = Int32(p.env.count)
+        raw.set_home = p.env.contains { $0.hasPrefix("HOME=") } ? 0 : 1
         raw.preserve_fds = Int32(p.preserveFds)
 
         raw.cap_last = cb_cap_last()

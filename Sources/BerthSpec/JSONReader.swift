@@ -23,10 +23,25 @@ public struct JSONReader {
 
     public func error(_ key: String, _ why: String) -> SpecError { SpecError(file: file, sub(key), why) }
 
-    /// The raw value, nil when absent or null.
+    /// The raw value, nil when absent or null. Keys match as Go's decoder matches them
+    /// (runc's): exactly, or else ignoring ASCII case ("pagesize" for "pageSize").
     public func raw(_ key: String) -> JSONValue? {
-        guard let v = fields[key], v != .null else { return nil }
-        return v
+        if let v = fields[key] { return v == .null ? nil : v }
+        guard case .object(let pairs) = value else { return nil }
+        let n = key.utf8.count
+        for (k, v) in pairs where k.utf8.count == n && JSONReader.equalIgnoringASCIICase(k, key) {
+            return v == .null ? nil : v
+        }
+        return nil
+    }
+
+    static func equalIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
+        for (x, y) in zip(a.utf8, b.utf8) where x != y {
+            let lx = x >= 0x41 && x <= 0x5a ? x | 0x20 : x
+            let ly = y >= 0x41 && y <= 0x5a ? y | 0x20 : y
+            if lx != ly { return false }
+        }
+        return true
     }
 
     public func has(_ key: String) -> Bool { raw(key) != nil }

@@ -70,7 +70,6 @@ public struct Resources: Sendable {
     public var memory: MemoryResources?
     public var cpu: CPUResources?
     public var pids: Int64?          // pids.limit
-    public var pidsPresent = false
     public var blockIO: BlockIOResources?
     public var hugepageLimits: [HugepageLimit]?
     public var network: JSONValue?
@@ -82,7 +81,7 @@ public struct Resources: Sendable {
 extension Resources {
     public init(_ r: JSONReader) throws(SpecError) {
         devices = try r.optObjects("devices") { (o: JSONReader) throws(SpecError) in
-            guard let allow = try o.optBool("allow") else { throw o.error("allow", "missing required field") }
+            let allow = try o.optBool("allow") ?? false  // Go's zero value, as runc reads it
             return DeviceRule(allow: allow, type: try o.optString("type"), major: try o.optInteger("major", Int64.self),
                               minor: try o.optInteger("minor", Int64.self), access: try o.optString("access"))
         }
@@ -113,7 +112,6 @@ extension Resources {
             return c
         }
         if let p = try r.optObject("pids") {
-            pidsPresent = true
             pids = try p.optInteger("limit", Int64.self)
         }
         blockIO = try r.optObject("blockIO").map { (o: JSONReader) throws(SpecError) in

@@ -228,7 +228,9 @@ extension Process {
         consoleSize = try r.optObject("consoleSize").map { (o: JSONReader) throws(SpecError) in
             (try o.integer("height", UInt16.self), try o.integer("width", UInt16.self))
         }
-        user = try User(r.object("user"))
+        // Go decodes a missing user (or uid, gid) as zeros, and runc runs that as root.
+        user = try r.optObject("user").map { (u: JSONReader) throws(SpecError) in try User(u) }
+            ?? User(uid: 0, gid: 0, umask: nil, additionalGids: nil, username: nil)
         args = try r.optStrings("args")
         commandLine = try r.optString("commandLine")
         env = try r.optStrings("env")
@@ -262,8 +264,8 @@ extension Process {
 
 extension User {
     public init(_ r: JSONReader) throws(SpecError) {
-        uid = try r.integer("uid", UInt32.self)
-        gid = try r.integer("gid", UInt32.self)
+        uid = try r.optInteger("uid", UInt32.self) ?? 0
+        gid = try r.optInteger("gid", UInt32.self) ?? 0
         umask = try r.optInteger("umask", UInt32.self)
         let file = r.file
         additionalGids = try r.optArray("additionalGids") { (v, p) throws(SpecError) in

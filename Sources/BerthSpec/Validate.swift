@@ -121,11 +121,13 @@ extension Spec {
         if kinds["mount"] == nil {
             throw bad("linux.namespaces", "a mount namespace is required (berth will not pivot the host's root)")
         }
-        if let h = hostname, !h.isEmpty, !isNew(.uts) {
-            throw bad("hostname", "setting the hostname requires a new uts namespace")
+        // As runc: a uts namespace must be listed, new or joined (a joined one gets the name:
+        // Kubernetes' pod containers share the sandbox's).
+        if let h = hostname, !h.isEmpty, kinds["uts"] == nil {
+            throw bad("hostname", "setting the hostname requires a uts namespace")
         }
-        if let d = domainname, !d.isEmpty, !isNew(.uts) {
-            throw bad("domainname", "setting the domainname requires a new uts namespace")
+        if let d = domainname, !d.isEmpty, kinds["uts"] == nil {
+            throw bad("domainname", "setting the domainname requires a uts namespace")
         }
         let hasMaps = !(linux.uidMappings ?? []).isEmpty || !(linux.gidMappings ?? []).isEmpty
         if isNew(.user) {
@@ -150,8 +152,12 @@ extension Spec {
             guard ["c", "b", "u", "p"].contains(d.type) else {
                 throw bad("linux.devices[\(i)].type", "unknown device type \"\(d.type)\" (c, b, u or p)")
             }
-            if !d.path.hasPrefix("/dev/") || d.path.split(separator: "/").contains("..") {
-                throw bad("linux.devices[\(i)].path", "must be an absolute path under /dev, got \"\(d.path)\"")
+            // runc takes any path, joined inside the rootfs (a ".." cannot leave it: the
+            // child resolves it in the root), e.g. /dev/fuse or a node outside /dev.
+            var depth = 0  // what the path names once cleaned: "/" itself is no device
+            for c in d.path.split(separator: "/") where c != "." { depth = c == ".." ? max(0, depth - 1) : depth + 1 }
+            if depth == 0 {
+                throw bad("linux.devices[\(i)].path", "must name a file, got \"\(d.path)\"")
             }
             if d.type != "p" && (d.major == nil || d.minor == nil) {
                 throw bad("linux.devices[\(i)]", "major and minor are required for type \"\(d.type)\"")
@@ -331,8 +337,7 @@ extension Seccomp {
             guard let p = listenerPath, p.hasPrefix("/") else {
                 throw bad("linux.seccomp.listenerPath", "an absolute socket path is required with SCMP_ACT_NOTIFY")
             }
-        } else if let p = listenerPath, !p.isEmpty {
-            throw bad("linux.seccomp.listenerPath", "set, but no rule uses SCMP_ACT_NOTIFY")
         }
+        // A listenerPath without any NOTIFY rule is accepted and unused, as runc does.
     }
 }

@@ -276,8 +276,27 @@ static unsigned long locked_flags(const char *path) {
     return st.f_flag & keep; // ST_* values equal the MS_* ones for these bits
 }
 
+static void put_octal(char *buf, size_t *pos, unsigned v) {
+    char tmp[12];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + (v & 7)); v >>= 3; } while (v);
+    while (n) buf[(*pos)++] = tmp[--n];
+}
+
+// Whether comma-separated mount data holds a "mode=" option.
+static int has_mode_option(const char *data) {
+    if (!data) return 0;
+    for (const char *s = data; *s;) {
+        if (s[0] == 'm' && s[1] == 'o' && s[2] == 'd' && s[3] == 'e' && s[4] == '=') return 1;
+        while (*s && *s != ',') s++;
+        if (*s) s++;
+    }
+    return 0;
+}
+
 static void do_mount(int rootfd, const berth_mount *m) {
     char pbuf[40];
+    int bound_instead = 0;
     if (m->ordinary_dir) {
         // runc's rule for proc and sysfs: an existing destination must be a real directory.
         // A /proc that is a symlink in the image is refused rather than followed (even
@@ -298,8 +317,35 @@ static void do_mount(int rootfd, const berth_mount *m) {
         if (mount(m->source, fd_path(pbuf, fd), NULL, f, NULL) != 0)
             fail(BERTH_STAGE_MOUNT, errno, m->index);
     } else {
-        if (mount(m->source, fd_path(pbuf, fd), m->fstype, m->flags, m->data) != 0)
-            fail(BERTH_STAGE_MOUNT, errno, m->index);
+        const char *data = m->data;
+        static char tmpfs_data[4096];
+        if (m->fstype && strcmp(m->fstype, "tmpfs") == 0 && !has_mode_option(data)) {
+            // As runc: a tmpfs without mode= takes the mode of the directory it covers
+            // (setuid, setgid and sticky bits included), not tmpfs' own 1777.
+            struct stat st;
+            if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+                size_t pos = 0, dl = data ? c_strlen(data) : 0;
+                if (dl + 24 < sizeof tmpfs_data) {
+                    if (dl) { memcpy(tmpfs_data, data, dl); pos = dl; tmpfs_data[pos++] = ','; }
+                    memcpy(tmpfs_data + pos, "mode=0", 6);
+                    pos += 6;
+                    put_octal(tmpfs_data, &pos, st.st_mode & 07777);
+                    tmpfs_data[pos] = 0;
+                    data = tmpfs_data;
+                }
+            }
+        }
+        if (mount(m->source, fd_path(pbuf, fd), m->fstype, m->flags, data) != 0) {
+            // In a user namespace without a cgroup namespace of its own the kernel refuses
+            // cgroup2: runc binds the container's cgroup (or the hierarchy) instead, and
+            // applies the mount's flags (ro...) with a remount below. The source is a path
+            // Berth chose on the host, never one from the image.
+            if (!m->cgroup2_fallback || (errno != EPERM && errno != EBUSY))
+                fail(BERTH_STAGE_MOUNT, errno, m->index);
+            if (mount(m->cgroup2_fallback, fd_path(pbuf, fd), NULL, MS_BIND | MS_REC, NULL) != 0)
+                fail(BERTH_STAGE_MOUNT, errno, m->index);
+            bound_instead = 1;
+        }
     }
     close(fd);
 
@@ -315,8 +361,11 @@ static void do_mount(int rootfd, const berth_mount *m) {
         if (fstatfs(fd, &sfs) != 0) fail(BERTH_STAGE_PROC_CHECK, errno, m->index);
         if (sfs.f_type != PROC_SUPER_MAGIC) fail(BERTH_STAGE_PROC_CHECK, EXDEV, m->index);
     }
-    if (m->bind && m->remount_flags) {
-        unsigned long f = MS_REMOUNT | MS_BIND | m->remount_flags | locked_flags(p);
+    unsigned long remount = m->bind ? m->remount_flags
+        : bound_instead ? m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
+                                      MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME) : 0;
+    if (remount) {
+        unsigned long f = MS_REMOUNT | MS_BIND | remount | locked_flags(p);
         if (mount(NULL, p, NULL, f, NULL) != 0) fail(BERTH_STAGE_MOUNT_REMOUNT, errno, m->index);
     }
     for (int i = 0; i < 4 && m->propagation[i]; i++) {
@@ -565,6 +614,18 @@ static void setup_rootfs(const berth_plan *p) {
     if (chdir("/") != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
     close(rootfd);
 
+    // runc creates a missing cwd (Kubernetes' workingDir relies on it): as root, 0755,
+    // resolved inside the new root like every other path made there, and before the root
+    // may turn read-only.
+    {
+        int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0) fail(BERTH_STAGE_CHDIR, errno, -1);
+        int dir = open_create_in_root(root, p->cwd + 1, 0);
+        if (dir < 0) fail(BERTH_STAGE_CHDIR, errno, -1);
+        close(dir);
+        close(root);
+    }
+
     if (p->rootfs_readonly) {
         unsigned long f = MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags("/");
         if (mount(NULL, "/", NULL, f, NULL) != 0) fail(BERTH_STAGE_ROOT_READONLY, errno, -1);
@@ -619,6 +680,61 @@ static int lookup_executable(const berth_plan *p, char out[PATH_MAX]) {
         s = e + 1;
     }
     return denied ? EACCES : ENOENT;
+}
+
+// HOME missing from process.env: runc sets it from the process user's entry in the
+// container's /etc/passwd, or "/" (shells and many programs need it). The file belongs to
+// the image, so it is treated as hostile: opened without blocking and read only if it is a
+// regular file (a FIFO or a device there must not hang or feed the start), parsed in a
+// fixed buffer, and the result only ever becomes the value of HOME.
+static char passwd_buf[65536];
+static char home_env[PATH_MAX + 8];
+
+static void set_home(const berth_plan *p) {
+    if (!p->set_home) return;
+    const char *home = "/";
+    size_t hlen = 1;
+    size_t n = 0;
+    int fd = open("/etc/passwd", O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        while (n < sizeof passwd_buf - 1) {
+            ssize_t r = read(fd, passwd_buf + n, sizeof passwd_buf - 1 - n);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            n += (size_t)r;
+        }
+    }
+    if (fd >= 0) close(fd);
+    passwd_buf[n] = 0;
+    // name:password:uid:gid:gecos:home:shell, one entry a line.
+    for (char *line = passwd_buf; *line;) {
+        char *end = line;
+        while (*end && *end != '\n') end++;
+        char *field[7];
+        int nf = 1;
+        field[0] = line;
+        for (char *c = line; c < end && nf < 7; c++)
+            if (*c == ':') field[nf++] = c + 1;
+        if (nf >= 6) {
+            unsigned long uid = 0;
+            int digits = 0;
+            char *c = field[2];
+            for (; c < end && *c >= '0' && *c <= '9' && uid <= 0xffffffffUL; c++, digits++) uid = uid * 10 + (unsigned long)(*c - '0');
+            if (digits > 0 && *c == ':' && uid == p->uid) {
+                char *h = field[5], *e = h;
+                while (e < end && *e != ':') e++;
+                if (e > h) { home = h; hlen = (size_t)(e - h); }
+                break;
+            }
+        }
+        line = *end ? end + 1 : end;
+    }
+    if (hlen > PATH_MAX) { home = "/"; hlen = 1; }
+    memcpy(home_env, "HOME=", 5);
+    memcpy(home_env + 5, home, hlen);
+    home_env[5 + hlen] = 0;
+    ((char **)p->envp)[p->nenv] = home_env;
 }
 
 // The part of the process profile that is applied while still root: resource limits,
@@ -812,6 +928,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     }
 
     if (p->umask >= 0) umask((mode_t)p->umask);
+    set_home(p);
 
     apply_profile_as_root(p);
     if (p->set_groups && setgroups((size_t)p->ngroups, (const gid_t *)p->groups) != 0)
@@ -1182,6 +1299,13 @@ static int write_full(int fd, const char *b, size_t n) {
         n -= (size_t)w;
     }
     return 0;
+}
+
+int cb_clear_onlcr(int master) {
+    struct termios mt;
+    if (tcgetattr(master, &mt) != 0) return -errno;
+    mt.c_oflag &= ~(tcflag_t)ONLCR;
+    return tcsetattr(master, TCSANOW, &mt) == 0 ? 0 : -errno;
 }
 
 int cb_relay(int master, int pid) {

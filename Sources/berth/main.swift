@@ -255,7 +255,13 @@ func main() -> Int32 {
         if notYet.contains(cmd) {
             throw BerthError("\"\(cmd)\" is not supported by berth yet")
         }
-        guard let specs = commandFlags[cmd] else { throw BerthError("unknown command \"\(cmd)\"; see berth --help") }
+        guard let specs = commandFlags[cmd] else {
+            // runc's (urfave/cli's) words for help on a command that does not exist.
+            if global.positional.dropFirst().contains(where: { ["-h", "--help", "-help", "--h"].contains($0) }) {
+                throw BerthError("No help topic for '\(cmd)'")
+            }
+            throw BerthError("unknown command \"\(cmd)\"; see berth --help")
+        }
         let f: ParsedFlags
         do { f = try parseFlags(global.positional.dropFirst(), specs) } catch { throw BerthError(error.message) }
         if f.bool("help") { out((commandHelp[cmd] ?? "") + "\n"); return 0 }
@@ -454,7 +460,7 @@ func updateResources(_ f: ParsedFlags) throws(BerthError) -> Resources {
     if let v = try int("cpu-rt-runtime") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.realtimeRuntime = v }
     if let v = f.string("cpuset-cpus") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.cpus = v }
     if let v = f.string("cpuset-mems") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.mems = v }
-    if let v = try int("pids-limit") { r.pidsPresent = true; r.pids = v }
+    if let v = try int("pids-limit") { r.pids = v }
     if let v = try int("blkio-weight") {
         r.blockIO = r.blockIO ?? BlockIOResources()
         guard let w = UInt16(exactly: v) else { throw BerthError("--blkio-weight: out of range") }

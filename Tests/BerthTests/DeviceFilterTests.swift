@@ -88,13 +88,36 @@ func runFilter(_ prog: [UInt8], type: UInt32, major: UInt32, minor: UInt32, acce
         r.memory = m
         var c = CPUResources(); c.quota = 50000; c.period = 100000; c.shares = 1024; c.cpus = "0-1"
         r.cpu = c
-        r.pidsPresent = true; r.pids = 50
-        let w = try CgroupResources.writes(r).map { "\($0.file)=\($0.value)" }
+        r.pids = 50
+        var warnings: [String] = []
+        let w = try CgroupResources.writes(r, warnings: &warnings).map { "\($0.file)=\($0.value)" }
         #expect(w == ["memory.max=1000", "memory.low=500", "memory.swap.max=2000", "cpu.weight=39",
                       "cpu.max=50000 100000", "cpuset.cpus=0-1", "pids.max=50"])
         var bad = Resources(); var bm = MemoryResources(); bm.swap = 100; bad.memory = bm
-        #expect(throws: SpecError.self) { try CgroupResources.writes(bad) }
+        #expect(throws: SpecError.self) { try CgroupResources.writes(bad, warnings: &warnings) }
         var u = Resources(); u.unified = ["../../etc/passwd": "x"]
-        #expect(throws: SpecError.self) { try CgroupResources.writes(u) }
+        #expect(throws: SpecError.self) { try CgroupResources.writes(u, warnings: &warnings) }
+    }
+
+    /// What Docker sends with every `docker update` (here `--restart always`): zeros for
+    /// each field it does not change. runc writes nothing for them, and neither does Berth.
+    @Test func zerosMeanUnset() throws {
+        let doc = #"{"memory":{"limit":0,"reservation":0,"kernel":0,"kernelTCP":0,"swap":0},"cpu":{"shares":0,"quota":0,"period":0,"realtimeRuntime":0,"realtimePeriod":0,"cpus":"","mems":""},"blockIO":{"weight":0},"pids":{"limit":0}}"#
+        let r = try Resources(JSONReader(JSONValue.parse(doc), file: "resources"))
+        var warnings: [String] = []
+        #expect(try CgroupResources.writes(r, warnings: &warnings).isEmpty)
+        #expect(warnings.isEmpty)
+        // Only the period: the quota stays what it is (update) or unlimited (create), never 0.
+        var c = Resources(); var cpu = CPUResources(); cpu.period = 50000; c.cpu = cpu
+        #expect(try CgroupResources.writes(c, warnings: &warnings).map(\.value) == ["max 50000"])
+        #expect(try CgroupResources.writes(c, currentQuota: "20000", warnings: &warnings).map(\.value) == ["20000 50000"])
+        // Unlimited memory with swap unset: swap unlimited too; swap equal to memory: none.
+        var m = Resources(); var mem = MemoryResources(); mem.limit = -1; m.memory = mem
+        #expect(try CgroupResources.writes(m, warnings: &warnings).map { "\($0.file)=\($0.value)" } == ["memory.max=max", "memory.swap.max=max"])
+        mem.limit = 1 << 20; mem.swap = 1 << 20; m.memory = mem
+        #expect(try CgroupResources.writes(m, warnings: &warnings).map { "\($0.file)=\($0.value)" } == ["memory.max=1048576", "memory.swap.max=0"])
+        mem.kernel = 1 << 20; m.memory = mem
+        _ = try CgroupResources.writes(m, warnings: &warnings)
+        #expect(warnings.count == 1)
     }
 }

@@ -183,6 +183,7 @@ def test_containerd_pids_limit_from_a_spec(containerd, caller_rootfs, tmp_path):
     subprocess.run([BERTH, "spec", "--bundle", str(d)], check=True)
     spec = json.loads((d / "config.json").read_text())
     spec["process"]["args"] = ["sh", "-c", "cat /sys/fs/cgroup/pids.max"]
+    spec["process"]["terminal"] = False
     spec["linux"]["resources"]["pids"] = {"limit": 42}
     spec["root"] = {"path": caller_rootfs, "readonly": True}
     (d / "config.json").write_text(json.dumps(spec))

@@ -1,7 +1,10 @@
 """The command line as runc's callers use it: flags, errors, log file, spec, features."""
 import json
 import os
+import shutil
 import subprocess
+
+import pytest
 
 from conftest import BERTH
 
@@ -182,13 +185,37 @@ def test_spec_writes_a_working_config(env, rootfs):
     assert cfg["ociVersion"] == "1.3.0"
     p = env.berth("spec", "--bundle", b, check=False, root=False)
     assert p.returncode == 1 and "exists" in p.stderr
+    assert cfg["process"]["terminal"] is True
+    cfg["process"]["terminal"] = False  # no pty here: plain stdout
     cfg["root"]["path"] = rootfs
-    cfg["process"]["args"] = ["sh", "-c", "hostname; cat /sys/fs/cgroup/cgroup.controllers >/dev/null && echo cg"]
+    cfg["process"]["args"] = ["sh", "-c", "hostname; cat /sys/fs/cgroup/cgroup.controllers >/dev/null && echo cg; "
+                              "grep CapAmb /proc/self/status"]
     with open(os.path.join(b, "config.json"), "w") as f:
         json.dump(cfg, f)
     p = env.berth("run", "--bundle", b, env.new_id(), check=False)
     assert p.returncode == 0, p.stderr
-    assert p.stdout == "berth\ncg\n"
+    # runc's ambient capabilities cannot be raised (not inheritable): skipped, as runc does.
+    assert p.stdout == "berth\ncg\nCapAmb:\t0000000000000000\n"
+
+
+def test_spec_writes_what_runc_spec_writes(env):
+    # Test suites and tools build every bundle from `runc spec`: the same defaults matter.
+    runc = shutil.which("runc")
+    if not runc:
+        pytest.skip("runc is not installed")
+    specs = {}
+    for name, binary in (("berth", BERTH), ("runc", runc)):
+        d = os.path.join(env.tmp, name)
+        os.makedirs(d)
+        subprocess.run([binary, "spec", "--bundle", d], check=True)
+        specs[name] = json.load(open(os.path.join(d, "config.json")))
+    b, r = specs["berth"], specs["runc"]
+    for key in ("terminal", "args", "user", "env", "cwd", "capabilities", "rlimits", "noNewPrivileges"):
+        assert b["process"][key] == r["process"][key], key
+    for key in ("namespaces", "maskedPaths", "readonlyPaths", "resources"):
+        assert b["linux"][key] == r["linux"][key], key
+    assert b["root"] == r["root"]
+    assert [(m["destination"], m["type"]) for m in b["mounts"]] == [(m["destination"], m["type"]) for m in r["mounts"]]
 
 
 def test_spec_rootless_is_valid(env, rootfs):

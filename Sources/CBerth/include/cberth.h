@@ -107,6 +107,7 @@ typedef struct {
     int dest_is_file;       // create a file, not a directory, when missing
     int is_proc;            // verify the result is procfs
     int ordinary_dir;       // proc, sysfs: refuse a destination that is a symlink or not a directory
+    const char *cgroup2_fallback; // cgroup2 refused (EPERM/EBUSY): bind this host cgroup directory instead
     int index;              // position in config "mounts"
 } berth_mount;
 
@@ -186,7 +187,9 @@ typedef struct {
     const char *arg0;       // as given in process.args[0]
     const char *path_env;   // value of PATH in process.env, or NULL
     char *const *argv;
-    char *const *envp;
+    char *const *envp;      // with one spare NULL slot at [nenv] for HOME
+    int nenv;
+    int set_home;           // HOME missing from process.env: take it from /etc/passwd
     int preserve_fds;       // fds 3 .. 3+n-1 pass to the container
 
     // process profile
@@ -224,6 +227,8 @@ int cb_bpf_device_program(int cgroup_fd, const void *insns, int n, char *log, si
 // Foreground terminal relay (parent side). Receives the pty master from `sock` (one
 // message, one fd), or -errno.
 int cb_recv_fd(int sock);
+// Clears ONLCR on a pty (through its master): output keeps "\n" instead of "\r\n".
+int cb_clear_onlcr(int master);
 // Relays between our stdin/stdout and the pty master until `pid` (our child) exits: the
 // caller's terminal in raw mode (restored after), window size changes copied, every other
 // signal forwarded (all signals must be blocked by the caller). Returns the wait status.

@@ -1,0 +1,96 @@
+"""Summarises runc's bats suite run against Berth (and runc), and checks Berth's failures
+against the expected-failure list. Called by Scripts/conformance.
+
+usage: report.py WORKDIR EXPECTED WHERE RUNTIME... -- FILE.bats...
+WORKDIR/<runtime>/<file>.tap holds bats' TAP output for each file.
+EXPECTED lines: WHERE | FILE | TEST NAME | REASON   (WHERE: host, vm or both; # comments)
+Exit status 1 when Berth fails a test that is not listed for WHERE, or passes one that is
+(unless its reason starts with "flaky": it may go either way, and says why).
+"""
+import os
+import re
+import sys
+
+work, expected_path, where = sys.argv[1:4]
+sep = sys.argv.index("--")
+runtimes, files = sys.argv[4:sep], sys.argv[sep + 1:]
+
+TAP = re.compile(r"^(ok|not ok) \d+ (.*?)(?: # skip(?: (.*))?)?$")
+
+
+def parse(path):
+    out = {}
+    try:
+        lines = open(path, errors="replace").read().replace("\r", "").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        m = TAP.match(line)
+        if m:
+            res = "skip" if m.group(3) is not None or line.rstrip().endswith("# skip") else (
+                "ok" if m.group(1) == "ok" else "not ok")
+            out[m.group(2).strip()] = res
+    return out
+
+
+results = {rt: {f: parse(os.path.join(work, rt, f + ".tap")) for f in files} for rt in runtimes}
+
+expected = {}
+for n, line in enumerate(open(expected_path), 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        continue
+    parts = [p.strip() for p in line.split("|")]
+    if len(parts) != 4 or parts[0] not in ("host", "vm", "both") or not parts[3]:
+        sys.exit(f"{expected_path}:{n}: want WHERE | FILE | TEST NAME | REASON")
+    if parts[0] in (where, "both"):
+        expected[(parts[1], parts[2])] = parts[3]
+
+
+def counts(rt, f=None):
+    c = {"ok": 0, "not ok": 0, "skip": 0}
+    for file in ([f] if f else files):
+        for r in results[rt][file].values():
+            c[r] += 1
+    return c
+
+
+def fmt(c):
+    return f"{c['ok']:3} ok {c['not ok']:3} not ok {c['skip']:3} skip"
+
+
+print(f"runc v1.1.15 integration suite on the {where}: " + ", ".join(runtimes))
+for f in files:
+    print(f"  {f:28} " + " | ".join(f"{rt}: {fmt(counts(rt, f))}" for rt in runtimes))
+totals = {rt: counts(rt) for rt in runtimes}
+print("  " + "total".ljust(28) + " " + " | ".join(f"{rt}: {fmt(totals[rt])}" for rt in runtimes))
+
+if "runc" in runtimes:
+    diffs = []
+    for f in files:
+        for name in sorted(set(results["berth"][f]) | set(results["runc"][f])):
+            b, r = results["berth"][f].get(name, "missing"), results["runc"][f].get(name, "missing")
+            if b != r:
+                diffs.append(f"  {f}: {name}: berth {b}, runc {r}")
+    print(f"where they differ ({len(diffs)}):")
+    print("\n".join(diffs) if diffs else "  nowhere")
+
+unexpected, fixed = [], []
+for f in files:
+    for name, r in results["berth"][f].items():
+        key = (f, name)
+        if r == "not ok" and key not in expected:
+            unexpected.append(f"  {f}: {name}")
+        if r == "ok" and key in expected and not expected[key].startswith("flaky"):
+            fixed.append(f"  {f}: {name} (listed: {expected[key]})")
+    if not results["berth"][f]:
+        unexpected.append(f"  {f}: no result at all (see the .err file)")
+if unexpected:
+    print(f"berth fails {len(unexpected)} test(s) not in {os.path.basename(expected_path)}:")
+    print("\n".join(unexpected))
+if fixed:
+    print(f"berth now passes {len(fixed)} listed test(s): take them out of {os.path.basename(expected_path)}:")
+    print("\n".join(fixed))
+b = totals["berth"]
+print(f"conformance: {b['ok']} passed, {b['not ok']} failed, {b['skip']} skipped")
+sys.exit(1 if unexpected or fixed else 0)
