@@ -66,12 +66,9 @@ public struct Runtime {
             var resourceWarnings: [String] = []
             cgroupWrites = try CgroupResources.writes(res, warnings: &resourceWarnings)
             for w in resourceWarnings { warn(w) }
-            // linux.devices nodes are usable inside, as runc allows them.
-            let nodes = plan.devices.filter { $0.index >= 0 }.map { d in
-                DeviceFilter.Rule(allow: true, type: d.mode & UInt32(S_IFMT) == UInt32(S_IFBLK) ? 1 : 2,
-                                  major: d.major, minor: d.minor, access: DeviceFilter.rwm)
-            }
-            let eff = try DeviceFilter.effective(res.devices ?? [], extra: nodes)
+            // As runc: linux.devices only makes nodes; what may be opened is what
+            // linux.resources.devices allows, plus runc's default devices.
+            let eff = try DeviceFilter.effective(res.devices ?? [], extra: [])
             if !(eff.defaultAllow && eff.rules.isEmpty) {
                 deviceProgram = DeviceFilter.program(defaultAllow: eff.defaultAllow, rules: eff.rules)
             }
