@@ -57,7 +57,7 @@ public struct Runtime {
             }
             // The host's own root (a rootfs linked to "/", say) can never be pivoted into:
             // say so now instead of failing late with pivot_root's EBUSY (issue 8, D8).
-            if FS.realPath(rootfs) == "/" {
+            if FS.sameFile(rootfs, "/") {
                 throw SpecError("root.path", "\(rootfs) is the host's root directory \"/\"; a container needs a root filesystem of its own")
             }
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,

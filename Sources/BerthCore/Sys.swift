@@ -94,11 +94,10 @@ enum FS {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    /// The path with every symlink resolved, or nil.
-    static func realPath(_ path: String) -> String? {
-        guard let p = realpath(path, nil) else { return nil }
-        defer { free(p) }
-        return String(cString: p)
+    /// Whether two paths name the same file (device and inode), symlinks followed.
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        var sa = stat(), sb = stat()
+        return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 
     static func isDirectory(_ path: String) -> Bool {
