@@ -67,11 +67,9 @@ struct Cgroup {
     /// Creates the directory and missing parents below `mount`. Returns the directories
     /// Berth made, deepest last, so delete removes exactly those.
     static func create(_ dir: String, mount: String) throws(BerthError) -> [String] {
-        if FS.isDirectory(dir) {
-            let procs = FS.readString(dir + "/cgroup.procs") ?? ""
-            if !procs.isEmpty { throw BerthError("cgroup \(dir) already has processes") }
-            return []
-        }
+        // An existing cgroup is joined, even with processes in it, as runc 1.1 does (create
+        // warns about those).
+        if FS.isDirectory(dir) { return [] }
         var made: [String] = []
         var cur = mount
         for comp in dir.dropFirst(mount.count).split(separator: "/") {

@@ -112,6 +112,12 @@ public struct Runtime {
                 let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount)
                 cgroupDir = cg
                 cgroupPlanned = Cgroup.missing(cg, mount: mount)
+                // As runc 1.1: joining a cgroup that already has processes works, with a
+                // warning in runc's words (the containers then share limits, freezing, kill).
+                if !cgroupPlanned.contains(cg) {
+                    let n = Cgroup.pids(cg).count
+                    if n > 0 { warn("container's cgroup is not empty: \(n) process(es) found") }
+                }
                 // Berth's default parent is shared by its containers: each delete tries to
                 // remove it, and the last one succeeds.
                 if (spec.linux?.cgroupsPath ?? "").isEmpty && !cgroupPlanned.contains(mount + "/berth") {

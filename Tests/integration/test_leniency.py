@@ -147,3 +147,17 @@ def test_exec_with_a_notify_rule_and_a_live_agent_does_not_hang(env):
     assert p.returncode == 0, p.stderr
     assert "Operation not supported" in p.stdout and "done" in p.stdout
     assert results[1]["fds"] == 1 and results[1]["state"]["pid"] > 0
+
+
+def test_a_cgroup_that_already_has_processes_is_joined_with_a_warning(env):
+    # runc 1.1 allows it (the containers then share the cgroup) and warns in these words.
+    def m(c):
+        c["linux"]["cgroupsPath"] = f"/{env.prefix}-shared"
+    b = env.bundle(["sleep", "60"], mutate=m)
+    first, second = env.new_id("one"), env.new_id("two")
+    env.detach(b, first)
+    p = env.detach(b, second)
+    assert p.returncode == 0, p.stderr
+    assert "container's cgroup is not empty: 1 process(es) found" in p.stderr
+    cg = os.path.join(CGROUP2, f"{env.prefix}-shared")
+    assert len(open(os.path.join(cg, "cgroup.procs")).read().split()) == 2
