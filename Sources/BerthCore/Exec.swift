@@ -45,8 +45,7 @@ extension Runtime {
             // binary, and the new process would share its pid namespace: allowed only when
             // that binary is a read-only view (CVE-2019-5736; a create into a joined pid
             // namespace makes it so), refused otherwise.
-            var sv = statvfs()
-            guard statvfs("/proc/\(rec.state.pid)/exe", &sv) == 0, sv.f_flag & UInt(ST_RDONLY) != 0 else {
+            guard cb_exe_is_protected("/proc/\(rec.state.pid)/exe") == 1 else {
                 throw BerthError("cannot exec in a created container: its init still runs the berth binary, which the new process could reach (CVE-2019-5736); start it first")
             }
         case .paused: if !o.ignorePaused { throw BerthError("cannot exec in a paused container (use --ignore-paused)") }
@@ -163,9 +162,7 @@ extension Runtime {
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
             // With a NOTIFY rule the process waits for the container state it sends to the
             // seccomp agent with the listener, as at create.
-            let notify = plan.seccomp?.listenerPath == nil ? nil
-                : SeccompProgram.processState(metadata: plan.seccomp?.listenerMetadata, state: rec.state)
-            try Launcher.commit(l, notifyState: notify)
+            try Launcher.commit(l, notifyState: plan.seccompNotifyState(rec.state))
         } catch {
             _ = cb_unblock_all_signals()
             throw error

@@ -52,12 +52,13 @@ public struct Runtime {
         do throws(SpecError) {
             spec = try Spec.load(bytes)
             rootfs = Paths.absolute(spec.root!.path, base: bundle)
-            if !FS.isDirectory(rootfs) {
+            var rst = stat(), hst = stat()
+            if stat(rootfs, &rst) != 0 || (rst.st_mode & S_IFMT) != S_IFDIR {
                 throw SpecError("root.path", "\(rootfs): no such directory")
             }
             // The host's own root (a rootfs linked to "/", say) can never be pivoted into:
             // say so now instead of failing late with pivot_root's EBUSY (issue 8, D8).
-            if FS.sameFile(rootfs, "/") {
+            if stat("/", &hst) == 0 && rst.st_dev == hst.st_dev && rst.st_ino == hst.st_ino {
                 throw SpecError("root.path", "\(rootfs) is the host's root directory \"/\"; a container needs a root filesystem of its own")
             }
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
@@ -184,9 +185,7 @@ public struct Runtime {
             try store.save(rec)
             RecoveryRecord.write(state, dir: dir)
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
-            let notify = plan.seccomp?.listenerPath == nil ? nil
-                : SeccompProgram.processState(metadata: plan.seccomp?.listenerMetadata, state: state)
-            try Launcher.commit(l, notifyState: notify)
+            try Launcher.commit(l, notifyState: plan.seccompNotifyState(state))
             return Created(record: rec, launched: l)
         } catch {
             cleanup()

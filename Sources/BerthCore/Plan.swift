@@ -270,6 +270,15 @@ struct CapabilitySets: Equatable {
     }
 }
 
+extension ContainerPlan {
+    /// With a NOTIFY rule: the container process state that init sends to the seccomp agent
+    /// with the listener fd (create and exec alike); nil otherwise.
+    func seccompNotifyState(_ state: StoredState) -> [UInt8]? {
+        guard let sc = seccomp, sc.listenerPath != nil else { return nil }
+        return SeccompProgram.processState(metadata: sc.listenerMetadata, state: state)
+    }
+}
+
 extension CapabilitySets {
     /// "CAP_SYS_ADMIN, CAP_SYS_RESOURCE" for a mask.
     static func names(_ mask: UInt64) -> String {

@@ -23,7 +23,7 @@ public enum BinaryProtection {
     /// Returns when /proc/self/exe cannot be written through; otherwise re-executes the
     /// same command line (and does not return), or fails.
     static func ensure(for why: String) throws(BerthError) {
-        if cb_exe_is_protected() == 1 { return }
+        if cb_exe_is_protected("/proc/self/exe") == 1 { return }
         if reexecuted {
             throw BerthError("\(why): still not running from a read-only view of the berth binary after re-executing (CVE-2019-5736)")
         }

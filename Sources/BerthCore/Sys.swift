@@ -94,11 +94,6 @@ enum FS {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    /// Whether two paths name the same file (device and inode), symlinks followed.
-    static func sameFile(_ a: String, _ b: String) -> Bool {
-        var sa = stat(), sb = stat()
-        return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
-    }
 
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()

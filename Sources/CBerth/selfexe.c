@@ -51,12 +51,12 @@
 
 struct cb_mount_attr_x { uint64_t attr_set, attr_clr, propagation, userns_fd; };
 
-int cb_exe_is_protected(void) {
+int cb_exe_is_protected(const char *exe) {
     // On a read-only mount (the clone below, or an installation on a read-only /usr),
     // no open for writing can succeed through any path to this file.
     struct statvfs sv;
-    if (statvfs("/proc/self/exe", &sv) == 0 && (sv.f_flag & ST_RDONLY)) return 1;
-    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (statvfs(exe, &sv) == 0 && (sv.f_flag & ST_RDONLY)) return 1;
+    int fd = open(exe, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     int seals = fcntl(fd, F_GET_SEALS);
     close(fd);

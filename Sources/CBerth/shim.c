@@ -616,8 +616,8 @@ static void setup_rootfs(const berth_plan *p) {
 
     // runc creates a missing cwd (Kubernetes' workingDir relies on it): as root, 0755,
     // resolved inside the new root like every other path made there, and before the root
-    // may turn read-only.
-    {
+    // may turn read-only. ("/" always exists: nothing to do.)
+    if (p->cwd[0] && p->cwd[1]) {
         int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (root < 0) fail(BERTH_STAGE_CHDIR, errno, -1);
         int dir = open_create_in_root(root, p->cwd + 1, 0);

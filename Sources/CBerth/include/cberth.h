@@ -265,9 +265,10 @@ int cb_seccomp_export(void *ctx, uint8_t **out, size_t *len);
 // child straight into plan->cgroup_fd.
 int cb_spawn(const berth_plan *plan, int *in_cgroup);
 
-// CVE-2019-5736 (selfexe.c): 1 when /proc/self/exe cannot be opened for writing through
-// any path (a read-only mount, or a write-sealed memfd), else 0.
-int cb_exe_is_protected(void);
+// CVE-2019-5736 (selfexe.c): 1 when the executable behind `exe` ("/proc/self/exe",
+// "/proc/PID/exe") cannot be opened for writing through any path (a read-only mount, or a
+// write-sealed memfd), else 0.
+int cb_exe_is_protected(const char *exe);
 // Re-executes this process, same argv and envp, from a read-only clone of its binary's
 // mount (or a sealed memfd copy). Returns only on failure, with -errno.
 int cb_reexec_protected(char *const argv[], char *const envp[]);
