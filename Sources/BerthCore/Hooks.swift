@@ -46,7 +46,10 @@ enum HookRunner {
     }
 
     /// Runs the hooks of `kind` in order; the first failure is thrown, naming the hook.
-    static func run(_ kind: HookKind, _ hooks: [Hook], state: [UInt8], inContainerOf pid: Int32? = nil) throws(BerthError) {
+    /// `cwd`: where the hooks start (createContainer: the container's root, before the
+    /// switch); by default Berth's own working directory, as runc's hooks inherit runc's.
+    static func run(_ kind: HookKind, _ hooks: [Hook], state: [UInt8], inContainerOf pid: Int32? = nil,
+                    cwd: String? = nil) throws(BerthError) {
         guard !hooks.isEmpty else { return }
         let ns = pid.map { containerNamespaces(of: $0) } ?? []
         defer { for n in ns { close(n.fd) } }
@@ -59,7 +62,7 @@ enum HookRunner {
                     let fds = ns.map(\.fd), types = ns.map(\.type)
                     return state.withUnsafeBytes { input in
                         cb_run_hook(h.path, argv, envp, fds, types, Int32(ns.count), input.baseAddress, input.count,
-                                    &output, output.count, &outLen, Int32((h.timeout ?? 0) * 1000))
+                                    &output, output.count, &outLen, Int32((h.timeout ?? 0) * 1000), cwd)
                     }
                 }
             }

@@ -189,9 +189,11 @@ struct Launcher {
 
     /// Releases init from its parent-death signal once the container is recorded, and
     /// waits for its acknowledgement (after which `create` may exit).
-    static func commit(_ l: Launched, notifyState: [UInt8]? = nil) throws(BerthError) {
+    /// `notifyState` (for a seccomp agent) and `hookState` (for startContainer hooks) go to
+    /// init first, one message each, in that order.
+    static func commit(_ l: Launched, notifyState: [UInt8]? = nil, hookState: [UInt8]? = nil) throws(BerthError) {
         defer { close(l.sync) }
-        if let st = notifyState {
+        for case let st? in [notifyState, hookState] {
             let n = st.withUnsafeBytes { b in retrying { write(l.sync, b.baseAddress, b.count) } }
             if n != st.count { throw BerthError("container init exited unexpectedly") }
         }
@@ -287,6 +289,8 @@ struct Launcher {
         case BERTH_STAGE_MOUNT_REMOUNT: return "remount \(mount(i)) with its flags: \(why)"
         case BERTH_STAGE_MOUNT_PROPAGATION: return "set propagation of \(mount(i)): \(why)"
         case BERTH_STAGE_MOUNT_SETATTR: return "set recursive attributes of \(mount(i)): \(why)"
+        case BERTH_STAGE_MOUNT_COPYUP: return "tmpcopyup: copy what \(mount(i)) covers into it: \(why)"
+        case BERTH_STAGE_MOUNT_READONLY: return "remount \(mount(i)) read-only: \(why)"
         case BERTH_STAGE_MOUNT_NOT_DIR:
             // runc's words: callers and test suites match them.
             let fs = plan.mounts.first { $0.index == i }?.fstype ?? "proc"

@@ -21,6 +21,11 @@ struct PlannedMount: Equatable {
     /// cgroup2: what to bind instead where the kernel refuses a new cgroup2 mount (a user
     /// namespace without its own cgroup namespace), as runc does.
     var cgroupFallback: String?
+    /// tmpfs "tmpcopyup": what the mount covers is copied into it.
+    var copyUp = false
+    /// tmpfs or /dev with "ro": mounted read-write and remounted read-only once devices,
+    /// the console and mounts below are in place (runc's order).
+    var readonlyLate = false
     var index = 0
 }
 
@@ -103,7 +108,7 @@ enum MountTable {
             } else if o == "idmap" || o == "ridmap" {
                 throw SpecError("mounts[\(i)].options[\(j)]", "idmapped mounts are not supported by berth yet")
             } else if o == "tmpcopyup" {
-                throw SpecError("mounts[\(i)].options[\(j)]", "\"tmpcopyup\" is not supported by berth yet")
+                p.copyUp = true  // tmpfs only; runc ignores it on other types, and so do we
             } else if o.isEmpty {
                 throw SpecError("mounts[\(i)].options[\(j)]", "empty option")
             } else {
@@ -144,6 +149,11 @@ enum MountTable {
         }
         p.fstype = fstype
         p.source = m.source ?? fstype
+        p.copyUp = p.copyUp && fstype == "tmpfs"
+        if p.flags & CB_MS_RDONLY != 0 && (fstype == "tmpfs" || rel == "dev") {
+            p.flags &= ~CB_MS_RDONLY
+            p.readonlyLate = true
+        }
         p.isProc = fstype == "proc"
         p.ordinaryDir = fstype == "proc" || fstype == "sysfs"
         return p

@@ -58,7 +58,9 @@ public struct Runtime {
             }
             // The host's own root (a rootfs linked to "/", say) can never be pivoted into:
             // say so now instead of failing late with pivot_root's EBUSY (issue 8, D8).
-            if stat("/", &hst) == 0 && rst.st_dev == hst.st_dev && rst.st_ino == hst.st_ino {
+            // (Without a mount namespace the root is not switched at all, as with runc.)
+            let switchesRoot = spec.linux?.namespaces?.contains { $0.type == "mount" } ?? false
+            if switchesRoot && stat("/", &hst) == 0 && rst.st_dev == hst.st_dev && rst.st_ino == hst.st_ino {
                 throw SpecError("root.path", "\(rootfs) is the host's root directory \"/\"; a container needs a root filesystem of its own")
             }
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
@@ -88,9 +90,13 @@ public struct Runtime {
         let createHooks: [HookKind] = [.prestart, .createRuntime, .createContainer]
         let hasCreateHooks = createHooks.contains { !hooks[$0].isEmpty }
         plan.pauseForHooks = hasCreateHooks && plan.setupRootfs
+        // startContainer hooks run from init after `start`, under the container's
+        // credentials and seccomp filter (as runc runs them).
+        plan.startHooks = hooks[.startContainer]
         // init runs Berth's code until `start`: where others may already live in its pid
-        // namespace, only from a binary they cannot write (CVE-2019-5736).
-        if !plan.ownPidNamespace { try BinaryProtection.ensure(for: "create") }
+        // namespace, or a startContainer hook will run beside it, only from a binary they
+        // cannot write (CVE-2019-5736).
+        if !plan.ownPidNamespace || !plan.startHooks.isEmpty { try BinaryProtection.ensure(for: "create") }
 
         debug("create \(id): bundle \(bundle), rootfs \(rootfs), \(plan.mounts.count) mounts, \(plan.devices.count) devices, new namespaces \(plan.newNamespaces.map(\.rawValue).sorted().joined(separator: ",")), joined \(plan.joins.map(\.kind.rawValue).joined(separator: ","))")
         let dir = try store.claim(id)
@@ -160,7 +166,8 @@ public struct Runtime {
                 let input = HookRunner.state(creating, status: .creating, pid: pid)
                 try HookRunner.run(.prestart, hooks[.prestart], state: input)
                 try HookRunner.run(.createRuntime, hooks[.createRuntime], state: input)
-                try HookRunner.run(.createContainer, hooks[.createContainer], state: input, inContainerOf: pid)
+                try HookRunner.run(.createContainer, hooks[.createContainer], state: input, inContainerOf: pid,
+                                   cwd: plan.pauseForHooks ? plan.rootfs : nil)
             }
             var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir)
             launcher.consoleSocket = consoleSocket
@@ -185,7 +192,9 @@ public struct Runtime {
             try store.save(rec)
             RecoveryRecord.write(state, dir: dir)
             if let pidFile { try Runtime.writePidFile(pidFile, l.initPid) }
-            try Launcher.commit(l, notifyState: plan.seccompNotifyState(state))
+            try Launcher.commit(l, notifyState: plan.seccompNotifyState(state),
+                                hookState: plan.startHooks.isEmpty ? nil
+                                    : HookRunner.state(state, status: .created, pid: l.initPid))
             return Created(record: rec, launched: l)
         } catch {
             cleanup()
@@ -227,21 +236,13 @@ public struct Runtime {
         default: throw BerthError("cannot start an already running container")
         }
         let hooks = rec.state.hooks ?? Hooks()
-        // startContainer hooks are forked into the container's namespaces (CVE-2019-5736).
-        if !hooks[.startContainer].isEmpty && !rec.state.ownPidNamespace {
-            try BinaryProtection.ensure(for: "start")
-        }
-        // A failing startContainer or poststart hook stops the container and ends its
-        // lifecycle (runtime-spec: continue at delete).
-        do {
-            try HookRunner.run(.startContainer, hooks[.startContainer],
-                               state: HookRunner.state(rec.state, status: .created, pid: rec.state.pid),
-                               inContainerOf: rec.state.pid)
-        } catch {
+        // startContainer hooks run in init, between the release and execve; release() reports
+        // their failure. A failing startContainer or poststart hook stops the container and
+        // ends its lifecycle (runtime-spec: continue at delete).
+        if let hookFailure = try release(rec) {
             _ = try? delete(id: rec.state.id, force: true)
-            throw error
+            throw BerthError(hookFailure)
         }
-        try release(rec)
         debug("started \(rec.state.id): init \(rec.state.pid) released")
         do {
             try HookRunner.run(.poststart, hooks[.poststart],
@@ -254,8 +255,9 @@ public struct Runtime {
 
     /// Writes the start byte to the exec fifo and returns once init has taken it and gone
     /// on to execve; fails if init died first (a racing `delete`, a kill), so `start` never
-    /// reports a program as started that was not released to run (issue 8, D5).
-    private func release(_ rec: ContainerRecord) throws(BerthError) {
+    /// reports a program as started that was not released to run (issue 8, D5). Returns
+    /// why a startContainer hook failed, if one did (init then reports it through the fifo).
+    private func release(_ rec: ContainerRecord) throws(BerthError) -> String? {
         let stopped = BerthError("cannot start a container that has stopped")
         // Our own reader first: the writer below then opens even if init is gone, and the
         // reader sees POLLHUP once the last writer closes. That is init's fd, which is
@@ -275,13 +277,20 @@ public struct Runtime {
         if n != 1 { throw .sys("release container init", e) }
         unlink(rec.fifoPath)
         if cb_poll_hangup(rfd, -1) < 0 { throw .sys("wait for container init to execute the program") }
-        // The byte still there: init died before it read it.
-        if retrying({ read(rfd, &c, 1) }) == 1 { throw stopped }
+        // The byte still there: init died before it read it. 'E' and a line instead: init
+        // read it, and a startContainer hook failed.
+        var buf = [UInt8](repeating: 0, count: 8192)
+        let got = buf.withUnsafeMutableBytes { b in retrying { read(rfd, b.baseAddress, b.count) } }
+        if got >= 1 {
+            if buf[0] == UInt8(ascii: "E") { return String(decoding: buf[1..<got], as: UTF8.self) }
+            throw stopped
+        }
         // Killed after reading but before execve: it still has the name only Berth gives.
         if let info = ProcStat.read(pid: rec.state.pid), info.startTime == rec.state.startTime,
            info.comm == BERTH_INIT_COMM {
             throw stopped
         }
+        return nil
     }
 
     // MARK: run

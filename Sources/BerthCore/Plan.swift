@@ -55,6 +55,8 @@ struct ContainerPlan {
     // process profile
     var caps = CapabilitySets()
     var warnings: [String] = []
+    /// hooks.startContainer: init runs them after `start`, before execve.
+    var startHooks: [Hook] = []
     var noNewPrivileges = false
     var rlimits: [(resource: Int32, soft: UInt64, hard: UInt64, index: Int)] = []
     var oomScoreAdj: Int?
@@ -117,10 +119,14 @@ struct ContainerPlan {
                 p.newNamespaces.insert(kind)
             }
         }
-        // In a joined mount namespace the filesystem is that namespace's: nothing to set up.
-        p.setupRootfs = p.newNamespaces.contains(.mount)
+        // As runc: the root, mounts and devices are set up in the container's mount
+        // namespace, new or joined (in a joined one root.path is that namespace's path, and
+        // pivot_root moves whoever shares it). Without a mount namespace there is nothing of
+        // our own to set up: the process runs in the caller's root, and runc ignores the
+        // mounts then; Berth says so.
+        p.setupRootfs = p.newNamespaces.contains(.mount) || p.joins.contains { $0.kind == .mount }
         if !p.setupRootfs && !(spec.mounts ?? []).isEmpty {
-            throw SpecError("mounts", "cannot set up mounts in a joined mount namespace")
+            p.warnings.append("mounts: ignored, as runc does: there is no mount namespace to make them in")
         }
         p.uidMappings = linux.uidMappings ?? []
         p.gidMappings = linux.gidMappings ?? []
@@ -383,6 +389,8 @@ final class CPlan {
             c.is_proc = m.isProc ? 1 : 0
             c.ordinary_dir = m.ordinaryDir ? 1 : 0
             c.cgroup2_fallback = str(m.cgroupFallback)
+            c.copyup = m.copyUp ? 1 : 0
+            c.readonly_late = m.readonlyLate ? 1 : 0
             c.index = Int32(m.index)
             return c
         }
@@ -469,6 +477,12 @@ final class CPlan {
         if let c = p.cpusInitial { raw.set_cpus_initial = 1; raw.cpus_initial = cpuMask(c) }
         if let c = p.cpusFinal { raw.set_cpus_final = 1; raw.cpus_final = cpuMask(c) }
         raw.seccomp_listener_sock = listenerFd
+        let hooks = p.startHooks.map { h in
+            berth_hook(path: str(h.path), argv: argv(h.args ?? [h.path]), envp: argv(h.env ?? []),
+                       timeout_ms: Int32(clamping: (h.timeout ?? 0) * 1000))
+        }
+        raw.start_hooks = array(hooks)
+        raw.nstart_hooks = Int32(hooks.count)
         raw.pause_for_hooks = p.pauseForHooks ? 1 : 0
         raw.console_sock = consoleFd
         if let cs = p.consoleSize { raw.console_rows = cs.rows; raw.console_cols = cs.cols }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// A problem with a bundle's configuration: which file, where in it (a JSON path such as
 /// `linux.namespaces[2].type`), and what is wrong.
 public struct SpecError: Error, Equatable, CustomStringConvertible {
@@ -118,9 +120,6 @@ extension Spec {
             guard let ns = kinds[k.rawValue] else { return false }
             return (ns.path ?? "").isEmpty
         }
-        if kinds["mount"] == nil {
-            throw bad("linux.namespaces", "a mount namespace is required (berth will not pivot the host's root)")
-        }
         // As runc: a uts namespace must be listed, new or joined (a joined one gets the name:
         // Kubernetes' pod containers share the sandbox's).
         if let h = hostname, !h.isEmpty, kinds["uts"] == nil {
@@ -172,16 +171,25 @@ extension Spec {
         if let sc = linux.seccomp { try sc.validate(bad) }
         for (key, _) in (linux.sysctl ?? [:]).sorted(by: { $0.key < $1.key }) {
             guard sysctlPath(key) != nil else { throw bad("linux.sysctl.\(key)", "malformed sysctl name") }
-            if let why = sysctlRefusal(key, isNew: isNew, has: { kinds[$0.rawValue] != nil }) {
+            if let why = sysctlRefusal(key, own: { k in
+                guard let ns = kinds[k.rawValue] else { return false }
+                return (ns.path ?? "").isEmpty || !isCallersNamespace(ns.path!, k)
+            }) {
                 throw bad("linux.sysctl.\(key)", why)
+            }
+            // The spec's domainname field and this sysctl set the same thing: two different
+            // values cannot both hold.
+            if key.replacingSlashes() == "kernel.domainname", let d = domainname, !d.isEmpty,
+               let v = linux.sysctl?[key], v != d {
+                throw bad("linux.sysctl.\(key)", "\"\(v)\" conflicts with the OCI \"domainname\" field (\"\(d)\")")
             }
         }
         for (name, paths) in [("maskedPaths", linux.maskedPaths), ("readonlyPaths", linux.readonlyPaths)] {
             for (i, p) in (paths ?? []).enumerated() where !p.hasPrefix("/") {
                 throw bad("linux.\(name)[\(i)]", "must be an absolute path, got \"\(p)\"")
             }
-            if !(paths ?? []).isEmpty && !isNew(.mount) {
-                throw bad("linux.\(name)", "needs a new mount namespace")
+            if !(paths ?? []).isEmpty && kinds["mount"] == nil {
+                throw bad("linux.\(name)", "needs a mount namespace")
             }
         }
         if let l = linux.mountLabel, !l.isEmpty { throw bad("linux.mountLabel", "SELinux is not supported by berth") }
@@ -253,22 +261,38 @@ public func sysctlPath(_ key: String) -> String? {
     return path
 }
 
-/// Why a sysctl may not be set, or nil: only keys that the container's own namespaces
-/// isolate are allowed (runc's rule), so a container can never change the host's value.
-func sysctlRefusal(_ key: String, isNew: (NamespaceKind) -> Bool, has: (NamespaceKind) -> Bool) -> String? {
+/// Why a sysctl may not be set, or nil: only keys that a namespace of the container's own
+/// isolates are allowed (runc's rule), so a container never changes the host's value.
+/// `own(kind)`: the namespace is listed, new or joined, and is not the caller's (runc checks
+/// this for the network namespace; Berth for ipc and uts too, where a joined host namespace
+/// would change the host just the same).
+func sysctlRefusal(_ key: String, own: (NamespaceKind) -> Bool) -> String? {
     let dotted = key.replacingSlashes()
     let ipc: Set<String> = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
                             "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"]
     if ipc.contains(dotted) || dotted.hasPrefix("fs.mqueue.") {
-        return isNew(.ipc) ? nil : "needs a new ipc namespace"
-    }
-    if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
-        return isNew(.uts) ? nil : "needs a new uts namespace"
+        return own(.ipc) ? nil : "not allowed in the host's ipc namespace"
     }
     if dotted.hasPrefix("net.") {
-        return has(.network) ? nil : "not allowed in the host's network namespace"
+        return own(.network) ? nil : "not allowed in the host's network namespace"
+    }
+    if own(.uts) {
+        if dotted == "kernel.domainname" { return nil }
+        // runc's rule and words: the spec has a field of its own for it.
+        if dotted == "kernel.hostname" { return "sysctl \"kernel.hostname\" is not allowed as it conflicts with the OCI \"hostname\" field" }
     }
     return "not isolated by any namespace: it would change the host"
+}
+
+/// Whether a namespace file (a joined namespace's path) is the caller's own namespace of
+/// that kind, i.e. the host's for a runtime run on the host.
+func isCallersNamespace(_ path: String, _ kind: NamespaceKind) -> Bool {
+    let names: [NamespaceKind: String] = [.ipc: "ipc", .network: "net", .uts: "uts", .mount: "mnt", .pid: "pid",
+                                          .user: "user", .cgroup: "cgroup", .time: "time"]
+    guard let n = names[kind] else { return false }
+    var a = stat(), b = stat()
+    guard stat(path, &a) == 0, stat("/proc/self/ns/\(n)", &b) == 0 else { return false }
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino
 }
 
 extension String {

@@ -57,6 +57,15 @@ int cb_seccomp_syscall(const char *name) {
     return nr == __NR_SCMP_ERROR ? -1 : nr;
 }
 
+int cb_seccomp_syscall_arch(uint32_t arch, const char *name) {
+    int nr = seccomp_syscall_resolve_name_arch(arch, name);
+    return nr == __NR_SCMP_ERROR ? -1 : nr;
+}
+
+uint32_t cb_seccomp_arch_token(const char *name) { return seccomp_arch_resolve_name(name); }
+
+uint32_t cb_seccomp_arch_native(void) { return seccomp_arch_native(); }
+
 int cb_seccomp_add_rule(void *ctx, uint32_t action, int nr, int nargs, const cb_seccomp_arg *args) {
     struct scmp_arg_cmp cmp[6];
     if (nargs > 6) return -EINVAL;

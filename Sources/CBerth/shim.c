@@ -36,6 +36,7 @@
 #include <linux/seccomp.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -294,9 +295,102 @@ static int has_mode_option(const char *data) {
     return 0;
 }
 
+// tmpcopyup: copies the directory `src` (the one a new tmpfs now covers, opened before the
+// mount) into `dst` (the tmpfs), as runc does: directories, regular files, symlinks and
+// device/fifo nodes, with their owners and modes (setuid, setgid, sticky included);
+// sockets are skipped, hard links become copies. Image content is hostile: every name is
+// resolved relative to an fd of the directory being walked, nothing is followed
+// (O_NOFOLLOW, AT_SYMLINK_NOFOLLOW; a symlink is copied as a link, its target never read),
+// so the copy reads only the covered directory and writes only into the new tmpfs.
+// No allocation: a getdents64 buffer per level on the stack, depth bounded.
+struct cb_dirent64 { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; };
+
+static int copy_file_contents(int from, int to) {
+    for (;;) {
+        ssize_t n = sendfile(to, from, NULL, 1 << 20);
+        if (n == 0) return 0;
+        if (n > 0) continue;
+        if (errno == EINTR) continue;
+        if (errno != EINVAL && errno != ENOSYS) return -1;
+        // Not every filesystem feeds sendfile: plain reads and writes.
+        char buf[4096];
+        for (;;) {
+            ssize_t r = read(from, buf, sizeof buf);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return -1;
+            if (r == 0) return 0;
+            for (ssize_t off = 0; off < r;) {
+                ssize_t w = write(to, buf + off, (size_t)(r - off));
+                if (w < 0 && errno == EINTR) continue;
+                if (w < 0) return -1;
+                off += w;
+            }
+        }
+    }
+}
+
+static int copy_tree(int src, int dst, int depth) {
+    if (depth > 64) { errno = ELOOP; return -1; }
+    char buf[2048];
+    for (;;) {
+        long n = syscall(SYS_getdents64, src, buf, sizeof buf);
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        for (long off = 0; off < n;) {
+            struct cb_dirent64 *d = (struct cb_dirent64 *)(buf + off);
+            off += d->reclen;
+            const char *name = d->name;
+            if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2]))) continue;
+            struct stat st;
+            if (fstatat(src, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+            mode_t perm = st.st_mode & 07777;
+            if (S_ISDIR(st.st_mode)) {
+                if (mkdirat(dst, name, 0700) != 0) return -1;
+                int s2 = openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (s2 < 0) return -1;
+                int d2 = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (d2 < 0) { int e = errno; close(s2); errno = e; return -1; }
+                int r = copy_tree(s2, d2, depth + 1);
+                // Owner, then mode (chown clears setuid/setgid), once the content is in.
+                if (r == 0 && (fchown(d2, st.st_uid, st.st_gid) != 0 || fchmod(d2, perm) != 0)) r = -1;
+                int e = errno;
+                close(s2);
+                close(d2);
+                errno = e;
+                if (r != 0) return -1;
+            } else if (S_ISREG(st.st_mode)) {
+                int from = openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                if (from < 0) return -1;
+                int to = openat(dst, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (to < 0) { int e = errno; close(from); errno = e; return -1; }
+                int r = copy_file_contents(from, to);
+                if (r == 0 && (fchown(to, st.st_uid, st.st_gid) != 0 || fchmod(to, perm) != 0)) r = -1;
+                int e = errno;
+                close(from);
+                close(to);
+                errno = e;
+                if (r != 0) return -1;
+            } else if (S_ISLNK(st.st_mode)) {
+                char target[PATH_MAX];
+                ssize_t l = readlinkat(src, name, target, sizeof target - 1);
+                if (l < 0) return -1;
+                target[l] = 0;
+                if (symlinkat(target, dst, name) != 0) return -1;
+                if (fchownat(dst, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+            } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode)) {
+                if (mknodat(dst, name, (st.st_mode & S_IFMT) | perm, st.st_rdev) != 0) return -1;
+                // Just made by us in a tmpfs nobody else can reach yet: not a symlink.
+                if (fchownat(dst, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+                if (fchmodat(dst, name, perm, 0) != 0) return -1;
+            }
+        }
+    }
+}
+
 static void do_mount(int rootfd, const berth_mount *m) {
     char pbuf[40];
     int bound_instead = 0;
+    int covered = -1; // tmpcopyup: the directory the tmpfs is about to cover
     if (m->ordinary_dir) {
         // runc's rule for proc and sysfs: an existing destination must be a real directory.
         // A /proc that is a symlink in the image is refused rather than followed (even
@@ -311,6 +405,11 @@ static void do_mount(int rootfd, const berth_mount *m) {
     }
     int fd = open_create_in_root(rootfd, m->dest, m->dest_is_file);
     if (fd < 0) fail(BERTH_STAGE_MOUNT_DEST, errno, m->index);
+    if (m->copyup) {
+        // Opened before the mount: afterwards this fd still reads the covered directory.
+        covered = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (covered < 0) fail(BERTH_STAGE_MOUNT_COPYUP, errno, m->index);
+    }
 
     if (m->bind) {
         unsigned long f = MS_BIND | (m->bind == 2 ? MS_REC : 0);
@@ -355,6 +454,12 @@ static void do_mount(int rootfd, const berth_mount *m) {
     if (fd < 0) fail(BERTH_STAGE_MOUNT_DEST, errno, m->index);
     const char *p = fd_path(pbuf, fd);
 
+    if (covered >= 0) {
+        int into = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (into < 0 || copy_tree(covered, into, 0) != 0) fail(BERTH_STAGE_MOUNT_COPYUP, errno, m->index);
+        close(into);
+        close(covered);
+    }
     if (m->is_proc) {
         // Anything later written under /proc must really go to procfs (CVE-2023-27561).
         struct statfs sfs;
@@ -574,6 +679,95 @@ static void setup_console(const berth_plan *p) {
     if (peer > 2) close(peer);
 }
 
+// --no-pivot: chroot leaves the rest of this mount namespace (a copy of the host's) in
+// place, and the kernel lets a process in a new user namespace mount procfs or sysfs as
+// long as a *full* mount of it exists anywhere in its mount namespace. A container
+// process could then `unshare -mrpf` and mount a bare /proc (no masked paths, writable
+// /proc/sysrq-trigger...). So every full procfs/sysfs mount outside the rootfs is detached
+// here (made slave first, so the host sees nothing), or covered with a tmpfs where
+// detaching is refused, as runc does. Read from our mountinfo in chunks, no allocation.
+static int mountinfo_unescape(char *s) {
+    // "\040" and friends (space, tab, newline, backslash) back to bytes, in place.
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)(((r[1] - '0') << 6) | ((r[2] - '0') << 3) | (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+    return 0;
+}
+
+static void hide_mount_if_full_proc_or_sysfs(char *line, const char *rootfs) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source super
+    char *f[6] = {0};
+    int n = 0;
+    char *q = line;
+    while (n < 5 && *q) {
+        while (*q == ' ') q++;
+        f[n++] = q;
+        while (*q && *q != ' ') q++;
+        if (*q) *q++ = 0;
+    }
+    if (n < 5) return;
+    char *dash = q;
+    for (;;) {
+        while (*dash == ' ') dash++;
+        if (!*dash) return;
+        if (dash[0] == '-' && dash[1] == ' ') break;
+        while (*dash && *dash != ' ') dash++;
+    }
+    char *fstype = dash + 2;
+    char *e = fstype;
+    while (*e && *e != ' ') e++;
+    *e = 0;
+    if (strcmp(f[3], "/") != 0) return;
+    if (strcmp(fstype, "proc") != 0 && strcmp(fstype, "sysfs") != 0) return;
+    char *mp = f[4];
+    mountinfo_unescape(mp);
+    size_t rl = c_strlen(rootfs);
+    if (strncmp(mp, rootfs, rl) == 0 && (mp[rl] == 0 || mp[rl] == '/')) return;
+    if (mount(NULL, mp, NULL, MS_SLAVE | MS_REC, NULL) != 0) {
+        if (errno == ENOENT) return; // a parent already went
+        fail(BERTH_STAGE_PIVOT, errno, -1);
+    }
+    if (umount2(mp, MNT_DETACH) != 0) {
+        if (errno != EINVAL && errno != EPERM) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (mount("tmpfs", mp, "tmpfs", 0, NULL) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+    }
+}
+
+static void hide_full_proc_and_sysfs(const char *rootfs) {
+    int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+    // The whole table first (a later umount changes what is read after it), then each line.
+    static char table[1 << 20];
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, table + len, sizeof table - 1 - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (r == 0) break;
+        len += (size_t)r;
+        if (len == sizeof table - 1) fail(BERTH_STAGE_PIVOT, E2BIG, -1);
+    }
+    close(fd);
+    table[len] = 0;
+    char *line = table;
+    while (*line) {
+        char *nl = line;
+        while (*nl && *nl != '\n') nl++;
+        int last = !*nl;
+        *nl = 0;
+        hide_mount_if_full_proc_or_sysfs(line, rootfs);
+        if (last) break;
+        line = nl + 1;
+    }
+}
+
 static void setup_rootfs(const berth_plan *p) {
     // Our mount namespace is a copy of the host's. Make "/" slave (or private) first so
     // nothing mounted from here on propagates back to the host.
@@ -601,6 +795,7 @@ static void setup_rootfs(const berth_plan *p) {
 
     if (fchdir(rootfd) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
     if (p->no_pivot) {
+        hide_full_proc_and_sysfs(p->rootfs);
         if (mount(".", "/", NULL, MS_MOVE, NULL) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
         if (chroot(".") != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
     } else {
@@ -642,6 +837,27 @@ static void setup_rootfs(const berth_plan *p) {
     apply_readonly_paths(p, root);
     apply_masked_paths(p, root);
     close(root);
+}
+
+// tmpfs mounts and /dev asked read-only were mounted read-write, so that devices, the
+// console, copied-up content and mounts below them could be made; now they turn
+// read-only, as runc does last. Resolved again inside the new root, never followed out.
+static void readonly_late_mounts(const berth_plan *p) {
+    int root = -1;
+    for (int i = 0; i < p->nmounts; i++) {
+        const berth_mount *m = &p->mounts[i];
+        if (!m->readonly_late) continue;
+        if (root < 0 && (root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+            fail(BERTH_STAGE_MOUNT_READONLY, errno, m->index);
+        int fd = openat2_in_root(root, m->dest, O_PATH);
+        if (fd < 0) fail(BERTH_STAGE_MOUNT_READONLY, errno, m->index);
+        char pbuf[40];
+        const char *path = fd_path(pbuf, fd);
+        unsigned long f = MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(path);
+        if (mount(NULL, path, NULL, f, NULL) != 0) fail(BERTH_STAGE_MOUNT_READONLY, errno, m->index);
+        close(fd);
+    }
+    if (root >= 0) close(root);
 }
 
 // Find the program the way Go's exec.LookPath does (runc reports its wording): a name
@@ -848,6 +1064,92 @@ static const char *errno_words(int e) {
     }
 }
 
+static const char *signal_words(int sig) {
+    switch (sig) {
+    case SIGSYS: return "bad system call";
+    case SIGKILL: return "killed";
+    case SIGTERM: return "terminated";
+    case SIGSEGV: return "segmentation fault";
+    case SIGABRT: return "aborted";
+    case SIGBUS: return "bus error";
+    case SIGINT: return "interrupt";
+    case SIGHUP: return "hangup";
+    case SIGPIPE: return "broken pipe";
+    default: return "signal";
+    }
+}
+
+// hooks.startContainer, run by init itself once `start` released it: in the container's
+// namespaces and root, with its user, capabilities, no_new_privs and seccomp filter
+// already in force (runtime-spec: "in the container namespace"; runc does the same), so a
+// hook can do nothing the container's own program could not. The hook is a child of
+// init with none of init's fds (cb_run_hook closes everything from 3 up before execve),
+// and init runs from a read-only view of the berth binary whenever there are such hooks
+// (BinaryProtection at create: the hook shares init's pid namespace, CVE-2019-5736).
+// A failure ends init before the program runs; the reason goes back to `start` through
+// the exec fifo: 'E' and one line, read by the `start` that waits on it.
+static char hook_state[65536];
+static size_t hook_state_len;
+
+static void run_start_hooks(const berth_plan *p) {
+    static char out[4096];
+    static char msg[8192];
+    for (int i = 0; i < p->nstart_hooks; i++) {
+        const struct berth_hook *h = &p->start_hooks[i];
+        size_t outlen = 0;
+        int st = cb_run_hook(h->path, h->argv, h->envp, NULL, NULL, 0, hook_state, hook_state_len,
+                             out, sizeof out, &outlen, h->timeout_ms, NULL);
+        if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
+        size_t pos = 0;
+        #define PUT(str) do { const char *s_ = (str); size_t l_ = c_strlen(s_); \
+            if (pos + l_ < sizeof msg - 1) { memcpy(msg + pos, s_, l_); pos += l_; } } while (0)
+        PUT("E");
+        PUT("error running hook #");  // runc's words, which callers look for
+        put_uint(msg, &pos, (unsigned long)i);
+        PUT(" (startContainer: ");
+        PUT(h->path);
+        PUT("): ");
+        if (st == -ETIMEDOUT) {
+            PUT("timed out after ");
+            put_uint(msg, &pos, (unsigned long)(h->timeout_ms / 1000));
+            PUT("s");
+        } else if (st < 0) {
+            PUT(errno_words(-st));
+        } else if (WIFEXITED(st)) {
+            PUT("exit status ");
+            put_uint(msg, &pos, (unsigned long)WEXITSTATUS(st));
+        } else {
+            PUT("signal: ");
+            PUT(signal_words(WTERMSIG(st)));
+            PUT(" (signal ");
+            put_uint(msg, &pos, (unsigned long)WTERMSIG(st));
+            PUT(")");
+        }
+        if (outlen > 0) {
+            PUT(": output: ");
+            for (size_t k = 0; k < outlen && pos < sizeof msg - 4; k++) {
+                char c = out[k];
+                if (c == '\n') {
+                    if (k + 1 == outlen) break;
+                    msg[pos++] = ' '; msg[pos++] = '|'; msg[pos++] = ' ';
+                } else {
+                    msg[pos++] = c;
+                }
+            }
+        }
+        #undef PUT
+        if (p->fifo_fd >= 0) {
+            ssize_t w;
+            do { w = write(p->fifo_fd, msg, pos); } while (w < 0 && errno == EINTR);
+        } else {
+            msg[pos++] = '\n';
+            ssize_t w = write(2, msg + 1, pos - 1);
+            (void)w;
+        }
+        _exit(1);
+    }
+}
+
 // While init waits for `start` it is our code, and as pid 1 of a new pid namespace the
 // kernel drops signals it has no handler for. A handler that exits makes `kill` of a
 // created container behave as with runc (whose waiting init is a Go program).
@@ -909,8 +1211,17 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     if (p->domainname && setdomainname(p->domainname, c_strlen(p->domainname)) != 0)
         fail(BERTH_STAGE_DOMAINNAME, errno, -1);
 
-    if (p->setup_rootfs) setup_rootfs(p);
+    if (p->setup_rootfs) {
+        setup_rootfs(p);
+    } else if (p->nsysctls) {
+        // No mount namespace (runc allows it): the sysctls still apply, under our /proc.
+        int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0) fail(BERTH_STAGE_PROC_SYS, errno, -1);
+        apply_sysctls(p, root);
+        close(root);
+    }
     setup_console(p);
+    if (p->setup_rootfs) readonly_late_mounts(p);
 
     if (p->new_keyring) {
         // A fresh anonymous session keyring, so the container cannot read the host's keys.
@@ -979,6 +1290,13 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
         if (n <= 0) _exit(1);
         notify_state_len = (size_t)n;
     }
+    if (p->nstart_hooks > 0) {
+        // The state the startContainer hooks read on stdin, likewise from the parent.
+        ssize_t n;
+        do { n = read(child_sync, hook_state, sizeof hook_state); } while (n < 0 && errno == EINTR);
+        if (n <= 0) _exit(1);
+        hook_state_len = (size_t)n;
+    }
     wait_go();
     if (prctl(PR_SET_PDEATHSIG, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     send_record(BERTH_MSG_ACK, 0, -1, 0);
@@ -997,6 +1315,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     // Give the program default signal dispositions and an empty mask.
     set_signals(SIG_DFL);
     load_seccomp(p);
+    if (p->nstart_hooks > 0) run_start_hooks(p);
 
     execve(exe, p->argv, p->envp);
     int e = errno;
@@ -1161,7 +1480,7 @@ int64_t cb_fs_magic(const char *path) {
 int cb_run_hook(const char *path, char *const argv[], char *const envp[],
                 const int *nsfds, const int *nstypes, int nns,
                 const void *input, size_t inlen, char *out, size_t outcap, size_t *outlen,
-                int timeout_ms) {
+                int timeout_ms, const char *cwd) {
     int in[2], outp[2];
     *outlen = 0;
     if (pipe2(in, O_CLOEXEC) != 0) return -errno;
@@ -1183,6 +1502,9 @@ int cb_run_hook(const char *path, char *const argv[], char *const envp[],
             }
         }
         (void)syscall(SYS_close_range, 3, ~0U, 0);
+        // Joining a mount namespace moved us to its root; createContainer hooks start in the
+        // container's root directory (before pivot_root), as runc runs them.
+        if (cwd && chdir(cwd) != 0) _exit(125);
         if (need_fork) {
             // setns into a pid or time namespace only applies to children.
             pid_t g = fork();

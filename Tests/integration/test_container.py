@@ -1,8 +1,8 @@
 """What a container looks like from inside: namespaces, mounts, process settings."""
 import os
-import subprocess
 import re
 import stat
+import subprocess
 import tempfile
 
 from conftest import fds_at, wait_for
@@ -132,6 +132,21 @@ def test_no_pivot(env):
     assert "proc" in p.stdout.split()
 
 
+def test_no_pivot_leaves_no_full_proc_to_mount_from(env):
+    # (runc's default masked paths cover the container's own /proc, which then does not
+    # count as full; the host's would.) With --no-pivot the host's mounts stay in the container's mount namespace under the
+    # chroot. A full procfs among them would let a process in a new user namespace mount
+    # a bare /proc (no masked paths) and write /proc/sysrq-trigger: Berth detaches them
+    # first, as runc does (runc's "--no-pivot must not expose bare /proc").
+    def m(c):
+        c["process"]["capabilities"] = {k: ["CAP_SETFCAP"] for k in ("bounding", "effective", "permitted")}
+        c["linux"]["maskedPaths"] = ["/proc/kcore", "/proc/keys", "/proc/timer_list"]
+    p = env.run(["unshare", "-mrpf", "sh", "-c", "mount -t proc none /proc && echo mounted-bare-proc"],
+                mutate=m, extra=["--no-pivot"])
+    assert "mounted-bare-proc" not in p.stdout
+    assert p.returncode != 0 and "ermission denied" in p.stderr, p.stderr
+
+
 def test_joined_namespaces_are_shared(env):
     # A first container with its own network, uts and ipc namespaces...
     a = env.bundle(["sleep", "60"], name="a", mutate=lambda c: c.update(hostname="first-box"))
@@ -235,3 +250,102 @@ def test_socket_activation_fds_pass(env):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.split()
     assert lines[:2] == ["1", "1"] and lines[2].startswith("pipe:")
+
+
+def test_tmpcopyup_and_readonly_tmpfs(env):
+    # What the tmpfs covers (here a bind of a host directory) is copied into it, with
+    # owners and modes, as runc's "tmpcopyup" (Podman puts it on every --tmpfs).
+    src = os.path.join(env.tmp, "covered")
+    os.makedirs(os.path.join(src, "sub", "deeper"))
+    os.chmod(os.path.join(src, "sub"), 0o777)
+    with open(os.path.join(src, "sub", "deeper", "file"), "w") as f:
+        f.write("deep content\n")
+    suid = os.path.join(src, "suid")
+    with open(suid, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chown(suid, 1234, 5678)
+    os.chmod(suid, 0o4750)
+    # Symlinks are copied as links, never followed: one to a host file that does not
+    # exist in the container, one to / (a followed copy would copy the whole root).
+    secret = os.path.join(env.tmp, "host-secret")
+    with open(secret, "w") as f:
+        f.write("host only\n")
+    os.symlink(secret, os.path.join(src, "escape"))
+    os.symlink("/", os.path.join(src, "root-link"))
+    os.mkfifo(os.path.join(src, "fifo"), 0o640)
+
+    def m(c):
+        c["mounts"] += [
+            {"destination": "/covered", "type": "bind", "source": src, "options": ["rbind", "ro"]},
+            {"destination": "/covered", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup"]},
+            {"destination": "/frozen", "type": "tmpfs", "source": "tmpfs", "options": ["ro", "tmpcopyup", "size=1m"]},
+            {"destination": "/frozen/inner", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+        ]
+    script = (
+        "cd /covered; stat -c '%n %a %u %g %F' sub suid fifo; cat sub/deeper/file; "
+        "readlink escape; readlink root-link; cat escape 2>/dev/null || echo escape-dangling; "
+        "echo new > /covered/sub/new && echo tmpfs-writable; "
+        "for d in /covered /frozen /frozen/inner; do grep \" $d \" /proc/self/mounts | tail -n1 | cut -d' ' -f2-4 | cut -d, -f1; done; "
+        "touch /frozen/x 2>/dev/null || echo frozen-ro"
+    )
+    p = env.run(["sh", "-c", script], mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [
+        "sub 777 0 0 directory", "suid 4750 1234 5678 regular file", "fifo 640 0 0 fifo",
+        "deep content", secret, "/", "escape-dangling", "tmpfs-writable",
+        "/covered tmpfs rw", "/frozen tmpfs ro", "/frozen/inner tmpfs rw", "frozen-ro",
+    ]
+    # The host's directory is untouched.
+    assert sorted(os.listdir(src)) == ["escape", "fifo", "root-link", "sub", "suid"]
+    assert not os.path.exists(os.path.join(src, "sub", "new"))
+
+
+def test_readonly_dev(env):
+    # A read-only /dev: mounted read-write first, so that devices, /dev/pts and the
+    # console can be made in it, then turned read-only (runc's "ro /dev mount").
+    def m(c):
+        for mount in c["mounts"]:
+            if mount["destination"] == "/dev":
+                mount["options"].append("ro")
+    p = env.run(["sh", "-c", "grep '^tmpfs /dev ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; "
+                 "echo ok > /dev/null && echo null-works; touch /dev/x 2>/dev/null || echo dev-ro; ls /dev/pts/ptmx"],
+                mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ro", "null-works", "dev-ro", "/dev/pts/ptmx"]
+
+
+def test_joined_mount_namespace_gets_the_root_and_mounts(env):
+    # As runc: with a mount namespace joined by path, the root and the mounts are set up
+    # in that namespace (here a private copy of the host's, held by a sleeping process).
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "60"])
+    try:
+        assert wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"), 5)
+
+        def m(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "mount"]
+            c["linux"]["namespaces"].append({"type": "mount", "path": f"/proc/{holder.pid}/ns/mnt"})
+            c["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]})
+        p = env.run(["sh", "-c", "grep -c ' /scratch tmpfs ' /proc/mounts; cat /etc/hostname 2>/dev/null; ls /bin/busybox"],
+                    mutate=m)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split()[0] == "1" and p.stdout.split()[-1] == "/bin/busybox", p.stdout
+        # The host's mount namespace saw none of it.
+        assert " /scratch " not in open("/proc/self/mounts").read()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_no_mount_namespace_runs_in_the_callers_root(env):
+    # runc accepts a config without a mount namespace: no root switch, no mounts (runc
+    # ignores them; Berth warns), the process sees the caller's filesystem.
+    marker = os.path.join(env.tmp, "host-marker")
+    open(marker, "w").write("on the host\n")
+
+    def m(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] not in ("mount", "cgroup")]
+        c["root"]["readonly"] = False
+    p = env.run(["/bin/sh", "-c", f"cat {marker}"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "on the host\n"
+    assert "mounts: ignored" in p.stderr

@@ -127,3 +127,44 @@ def test_sigpipe_is_default_in_the_container(env):
     # Berth ignores SIGPIPE itself; the container must not inherit that.
     p = env.run(["grep", "^SigIgn", "/proc/self/status"])
     assert p.returncode == 0 and p.stdout.split()[1] == "0000000000000000", p.stdout
+
+
+def test_start_container_hook_runs_as_the_container_process(env):
+    # startContainer hooks run from init after `start`: with the container's user,
+    # capabilities and seccomp filter (runc's "startContainer hook" test). Forked from the
+    # host side they would run as root with every capability and no filter.
+    log_dir = os.path.join(env.tmp, "log")
+    os.makedirs(log_dir)
+    os.chmod(log_dir, 0o777)
+
+    def m(c):
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+        c["process"]["noNewPrivileges"] = True
+        c["mounts"].append({"destination": "/hooklog", "type": "bind", "source": log_dir, "options": ["bind"]})
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                 "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL"}]}
+        c["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c",
+                      "id -u > /hooklog/uid; grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status > /hooklog/status"]}]}
+    b = env.bundle(["sleep", "60"], mutate=m)
+    cid = env.new_id()
+    env.create(b, cid)
+    env.berth("start", cid)
+    assert open(os.path.join(log_dir, "uid")).read() == "1000\n"
+    status = dict(l.split(":\t") for l in open(os.path.join(log_dir, "status")).read().splitlines())
+    assert status == {"CapEff": "0000000000000000", "Seccomp": "2", "NoNewPrivs": "1"}, status
+    assert env.state(cid)["status"] == "running"
+    env.berth("delete", "--force", cid)
+
+    # A hook the filter kills fails the start, with runc's words; the container is gone.
+    def m2(c):
+        m(c)
+        c["hooks"]["startContainer"] = [{"path": "/bin/sh", "args": ["sh", "-c", "echo trying; mkdir /hooklog/d"]}]
+    b = env.bundle(["sleep", "60"], mutate=m2, name="killed")
+    cid = env.new_id()
+    env.create(b, cid)
+    p = env.berth("start", cid, check=False)
+    assert p.returncode == 1
+    assert "error running hook #0 (startContainer: /bin/sh): signal: bad system call" in p.stderr, p.stderr
+    assert "output: trying" in p.stderr
+    assert not os.path.exists(os.path.join(env.root, cid))
+    assert not os.path.exists(os.path.join(log_dir, "d"))

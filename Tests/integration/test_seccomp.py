@@ -3,9 +3,13 @@ import array
 import ctypes
 import json
 import os
+import shutil
 import socket
+import subprocess
 import struct
 import threading
+
+import pytest
 
 from conftest import wait_for
 
@@ -236,3 +240,57 @@ def test_duplicate_rules_are_accepted(env):
     prof["syscalls"].append({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1})
     p = env.run(["sh", "-c", "mkdir /tmp/d 2>&1 || true"], mutate=with_seccomp(prof))
     assert p.returncode == 0 and "Operation not permitted" in p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def syscall_probe(tmp_path_factory):
+    assert shutil.which("gcc"), "needs gcc (and libc6-dev) to build the static probe"
+    d = tmp_path_factory.mktemp("probe")
+    os.chmod(d, 0o755)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(d / "syscall_probe"),
+                    os.path.join(os.path.dirname(os.path.abspath(__file__)), "payload", "syscall_probe.c")], check=True)
+    return str(d)
+
+
+def probe(env, probe_dir, prof, numbers):
+    def m(c):
+        c["linux"]["seccomp"] = prof
+        c["process"]["noNewPrivileges"] = True  # the filter is loaded last, after every capset
+        c["mounts"].append({"destination": "/probe", "type": "bind", "source": probe_dir, "options": ["rbind", "ro"]})
+    p = env.run(["/probe/syscall_probe"] + [str(n) for n in numbers], mutate=m)
+    assert p.returncode == 0, p.stderr
+    return {int(a): int(b) for a, b in (l.split() for l in p.stdout.splitlines())}
+
+
+# What a static glibc program needs to start, print and exit (x86-64 numbers are listed
+# by name; the largest of them is rseq, 334).
+PROBE_NEEDS = ["execve", "brk", "arch_prctl", "set_tid_address", "set_robust_list", "rseq", "prlimit64",
+               "readlinkat", "readlink", "getrandom", "mprotect", "mmap", "munmap", "newfstatat", "fstat",
+               "write", "exit", "exit_group", "uname", "getpid"]
+ENOSYS, EPERM = 38, 1
+NR_UNSHARE, NR_CLOSE_RANGE, NR_KCMP = 272, 436, 312
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86-64's")
+def test_syscalls_newer_than_the_profile_get_enosys(env, syscall_probe):
+    # A default-deny profile written before close_range existed: close_range (436) and an
+    # unassigned number (1000) are above every syscall it names and get ENOSYS, so that
+    # programs fall back as on an older kernel; unshare (272), below, gets the default
+    # action. runc does the same (runc's "seccomp -ENOSYS handling" test).
+    prof = profile([{"names": PROBE_NEEDS, "action": "SCMP_ACT_ALLOW"}], default="SCMP_ACT_ERRNO")
+    got = probe(env, syscall_probe, prof, [NR_UNSHARE, NR_CLOSE_RANGE, 1000])
+    assert got == {NR_UNSHARE: EPERM, NR_CLOSE_RANGE: ENOSYS, 1000: ENOSYS}
+    # Any rule counts towards the largest number, whatever its action: naming close_range
+    # (as an errno rule) moves the line above it.
+    prof = profile([{"names": PROBE_NEEDS, "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95}], default="SCMP_ACT_ERRNO")
+    got = probe(env, syscall_probe, prof, [NR_CLOSE_RANGE, 435, 1000])
+    assert got == {NR_CLOSE_RANGE: 95, 435: EPERM, 1000: ENOSYS}
+    # Not when the default lets syscalls through, nor when it is ENOSYS already: KILL
+    # rules stay as written, and the kernel answers ENOSYS for unknown numbers itself.
+    prof = profile([{"names": ["kcmp"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95}])
+    got = probe(env, syscall_probe, prof, [NR_KCMP, 1000])
+    assert got == {NR_KCMP: 95, 1000: ENOSYS}
+    prof = profile([{"names": PROBE_NEEDS, "action": "SCMP_ACT_ALLOW"}], default="SCMP_ACT_ERRNO", defaultErrnoRet=ENOSYS)
+    got = probe(env, syscall_probe, prof, [NR_UNSHARE, 1000])
+    assert got == {NR_UNSHARE: ENOSYS, 1000: ENOSYS}

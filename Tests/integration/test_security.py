@@ -134,7 +134,39 @@ def test_sysctl_refused_without_its_namespace(env):
         c["linux"]["sysctl"] = {"kernel.msgmax": "1000"}
     b = env.bundle(["true"], mutate=m)
     p = env.create(b, env.new_id(), check=False)
-    assert p.returncode == 1 and "linux.sysctl.kernel.msgmax: needs a new ipc namespace" in p.stderr
+    assert p.returncode == 1 and "linux.sysctl.kernel.msgmax: not allowed in the host's ipc namespace" in p.stderr
+
+
+def test_sysctl_refused_in_a_joined_host_namespace(env):
+    # A namespace "joined" by path that is the host's own is the host's: its sysctls stay
+    # refused (runc checks this for the network namespace; Berth for ipc and uts too).
+    for kind, ns, key in [("network", "net", "net.ipv4.ip_forward"), ("ipc", "ipc", "kernel.shmmax"),
+                          ("uts", "uts", "kernel.domainname")]:
+        def m(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != kind]
+            c["linux"]["namespaces"].append({"type": kind, "path": f"/proc/{os.getpid()}/ns/{ns}"})
+            c["linux"]["sysctl"] = {key: "1"}
+        b = env.bundle(["true"], mutate=m)
+        p = env.create(b, env.new_id(), check=False)
+        assert p.returncode == 1 and f"linux.sysctl.{key}: " in p.stderr, p.stderr
+
+
+def test_uts_sysctls_as_runc(env):
+    # kernel.domainname in the container's uts namespace is allowed; kernel.hostname is
+    # refused (the spec's hostname field sets it), and so is a domainname sysctl that
+    # contradicts the domainname field.
+    def m(c):
+        c["linux"]["sysctl"] = {"kernel.domainname": "example.test"}
+    p = env.run(["cat", "/proc/sys/kernel/domainname"], mutate=m)
+    assert p.returncode == 0 and p.stdout == "example.test\n", p.stderr
+    for extra, words in [({"kernel.hostname": "x"}, 'conflicts with the OCI "hostname" field'),
+                         ({"kernel.domainname": "other.test"}, 'conflicts with the OCI "domainname" field')]:
+        def m2(c):
+            c["domainname"] = "example.test"
+            c["linux"]["sysctl"] = extra
+        b = env.bundle(["true"], mutate=m2)
+        p = env.create(b, env.new_id(), check=False)
+        assert p.returncode == 1 and words in p.stderr, p.stderr
 
 
 def copy_rootfs(env, name):

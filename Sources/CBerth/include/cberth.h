@@ -74,6 +74,8 @@ enum berth_stage {
     BERTH_STAGE_READONLY_PATH,   // index = readonly path
     BERTH_STAGE_CONSOLE,         // index: 0 open ptmx, 1 not the real ptmx, 2 pty setup, 3 /dev/console, 4 send, 5 stdio
     BERTH_STAGE_MOUNT_NOT_DIR,   // index = mount: proc/sysfs destination is a symlink or not a directory
+    BERTH_STAGE_MOUNT_COPYUP,    // index = mount: tmpcopyup copy of the covered directory
+    BERTH_STAGE_MOUNT_READONLY,  // index = mount: the late read-only remount of a tmpfs or /dev
 };
 
 typedef struct {
@@ -87,6 +89,13 @@ typedef struct {
 #define BERTH_INIT_COMM "berth/init"
 
 // ---- the plan ----------------------------------------------------------------------
+struct berth_hook {
+    const char *path;
+    char *const *argv;      // NULL-terminated
+    char *const *envp;      // NULL-terminated
+    int timeout_ms;         // 0: none
+};
+
 typedef struct {
     int nstype;     // CLONE_NEW*
     int fd;         // opened by the parent from the config's path
@@ -108,6 +117,8 @@ typedef struct {
     int is_proc;            // verify the result is procfs
     int ordinary_dir;       // proc, sysfs: refuse a destination that is a symlink or not a directory
     const char *cgroup2_fallback; // cgroup2 refused (EPERM/EBUSY): bind this host cgroup directory instead
+    int copyup;             // tmpfs "tmpcopyup": copy what the mount covers into it
+    int readonly_late;      // tmpfs or /dev asked read-only: mounted rw, remounted ro once all is set up
     int index;              // position in config "mounts"
 } berth_mount;
 
@@ -211,6 +222,8 @@ typedef struct {
     unsigned int seccomp_flags;   // SECCOMP_FILTER_FLAG_*
     int seccomp_needs_admin;      // no no_new_privs: keep CAP_SYS_ADMIN until loaded
     int seccomp_listener_sock;    // connected to linux.seccomp.listenerPath, or -1
+    const struct berth_hook *start_hooks; // hooks.startContainer, run by init after `start`
+    int nstart_hooks;
 
     int pause_for_hooks;          // report BERTH_MSG_HOOKS before pivot_root and wait
 
@@ -241,7 +254,7 @@ int cb_relay(int master, int pid);
 int cb_run_hook(const char *path, char *const argv[], char *const envp[],
                 const int *nsfds, const int *nstypes, int nns,
                 const void *input, size_t inlen, char *out, size_t outcap, size_t *outlen,
-                int timeout_ms);
+                int timeout_ms, const char *cwd);
 
 // ---- parent-side helpers (libcap) ----------------------------------------------------
 // The capability number of a name such as "CAP_CHOWN", or -1 when libcap does not know it.
@@ -257,6 +270,10 @@ void *cb_seccomp_new(uint32_t default_action);
 void cb_seccomp_free(void *ctx);
 int cb_seccomp_add_arch(void *ctx, const char *name);
 int cb_seccomp_syscall(const char *name);   // the number, or -1 when libseccomp does not know it
+// The number of a syscall on an architecture (libseccomp's token, SCMP_ARCH_*), or -1.
+int cb_seccomp_syscall_arch(uint32_t arch, const char *name);
+uint32_t cb_seccomp_arch_token(const char *name);   // 0 when unknown
+uint32_t cb_seccomp_arch_native(void);
 int cb_seccomp_add_rule(void *ctx, uint32_t action, int nr, int nargs, const cb_seccomp_arg *args);
 int cb_seccomp_export(void *ctx, uint8_t **out, size_t *len);
 
