@@ -149,7 +149,7 @@ struct Launcher {
             case BERTH_MSG_INIT_PID.rawValue:
                 initPid = rep.value
                 reap(child)
-            case BERTH_MSG_HOOKS.rawValue:
+            case BERTH_MSG_HOOKS.rawValue, BERTH_MSG_MOUNT_FDS.rawValue:
                 // In stage mode the first child may not have named init yet.
                 while initPid == 0 {
                     guard let more = readReport(parentEnd), more.stage == BERTH_MSG_INIT_PID.rawValue else {
@@ -157,6 +157,10 @@ struct Launcher {
                     }
                     initPid = more.value
                     reap(child)
+                }
+                if rep.stage == BERTH_MSG_MOUNT_FDS.rawValue {
+                    if !sendBindSources(parentEnd, initPid) { throw abort(Launcher.childDied) }
+                    continue
                 }
                 do { try onHooks?(initPid) } catch { throw abort(error) }
                 if !sendGo(parentEnd) { throw abort(Launcher.childDied) }
@@ -185,6 +189,20 @@ struct Launcher {
             master = m
         }
         return Launched(initPid: initPid, sync: parentEnd, master: master)
+    }
+
+    /// One message per bind mount, in order: its source opened (O_PATH) as host root through
+    /// /proc/<init>/root, so the fd names the source in init's mount namespace (mount(2)
+    /// refuses a bind source from another one); a message without an fd where that fails,
+    /// and init then tries the path itself (and reports its own error).
+    private func sendBindSources(_ sock: Int32, _ initPid: Int32) -> Bool {
+        for m in plan.mounts where m.bind != 0 {
+            let fd = open("/proc/\(initPid)/root" + (m.source ?? ""), CB_O_PATH | O_CLOEXEC)
+            let r = cb_send_fd(sock, fd)
+            if fd >= 0 { close(fd) }
+            if r != 0 { return false }
+        }
+        return true
     }
 
     /// Releases init from its parent-death signal once the container is recorded, and

@@ -55,6 +55,9 @@ struct ContainerPlan {
     // process profile
     var caps = CapabilitySets()
     var warnings: [String] = []
+    /// In a user namespace its root may not reach a bind source (a 0700 host directory):
+    /// the parent opens them inside init's mount namespace and passes the fds, as runc does.
+    var bindSourcesFromParent: Bool { setupRootfs && inUserNamespace && mounts.contains { $0.bind != 0 } }
     /// hooks.startContainer: init runs them after `start`, before execve.
     var startHooks: [Hook] = []
     var noNewPrivileges = false
@@ -484,6 +487,7 @@ final class CPlan {
         raw.start_hooks = array(hooks)
         raw.nstart_hooks = Int32(hooks.count)
         raw.pause_for_hooks = p.pauseForHooks ? 1 : 0
+        raw.bind_fds_from_parent = p.bindSourcesFromParent ? 1 : 0
         raw.console_sock = consoleFd
         if let cs = p.consoleSize { raw.console_rows = cs.rows; raw.console_cols = cs.cols }
         if let sc = p.seccomp {

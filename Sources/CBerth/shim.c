@@ -108,6 +108,7 @@ const int CB_CLONE_NEWNS = CLONE_NEWNS, CB_CLONE_NEWUTS = CLONE_NEWUTS,
           CB_CLONE_NEWIPC = CLONE_NEWIPC, CB_CLONE_NEWUSER = CLONE_NEWUSER,
           CB_CLONE_NEWPID = CLONE_NEWPID, CB_CLONE_NEWNET = CLONE_NEWNET,
           CB_CLONE_NEWCGROUP = CLONE_NEWCGROUP, CB_CLONE_NEWTIME = CLONE_NEWTIME;
+const int CB_O_PATH = O_PATH;
 const unsigned long CB_MS_RDONLY = MS_RDONLY, CB_MS_NOSUID = MS_NOSUID, CB_MS_NODEV = MS_NODEV,
     CB_MS_NOEXEC = MS_NOEXEC, CB_MS_SYNCHRONOUS = MS_SYNCHRONOUS, CB_MS_REMOUNT = MS_REMOUNT,
     CB_MS_MANDLOCK = MS_MANDLOCK, CB_MS_DIRSYNC = MS_DIRSYNC, CB_MS_NOSYMFOLLOW = MS_NOSYMFOLLOW,
@@ -387,7 +388,27 @@ static int copy_tree(int src, int dst, int depth) {
     }
 }
 
-static void do_mount(int rootfd, const berth_mount *m) {
+// Bind sources in a user namespace: the namespace's root may not be allowed to reach them
+// (a 0700 directory of the host's root), so the parent, still host root, opens each one
+// through /proc/<init>/root (so the fd belongs to our mount namespace, which mount(2)
+// requires of a bind source) and passes it here, as runc does. Indexed by mount; -1: none.
+#define BERTH_MAX_BIND_FDS 1024
+static int bind_source_fd[BERTH_MAX_BIND_FDS];
+
+static void receive_bind_sources(const berth_plan *p) {
+    for (int i = 0; i < p->nmounts && i < BERTH_MAX_BIND_FDS; i++) bind_source_fd[i] = -1;
+    if (!p->bind_fds_from_parent) return;
+    send_record(BERTH_MSG_MOUNT_FDS, 0, -1, 0);
+    for (int i = 0; i < p->nmounts; i++) {
+        if (!p->mounts[i].bind) continue;
+        int fd = cb_recv_fd(child_sync);
+        if (fd == -EBADMSG) continue; // the parent could not open it: the path is tried below
+        if (fd < 0) fail(BERTH_STAGE_SYNC, -fd, -1);
+        if (i < BERTH_MAX_BIND_FDS) bind_source_fd[i] = fd; else close(fd);
+    }
+}
+
+static void do_mount(int rootfd, const berth_mount *m, int source_fd) {
     char pbuf[40];
     int bound_instead = 0;
     int covered = -1; // tmpcopyup: the directory the tmpfs is about to cover
@@ -413,8 +434,11 @@ static void do_mount(int rootfd, const berth_mount *m) {
 
     if (m->bind) {
         unsigned long f = MS_BIND | (m->bind == 2 ? MS_REC : 0);
-        if (mount(m->source, fd_path(pbuf, fd), NULL, f, NULL) != 0)
+        char sbuf[40];
+        const char *src = source_fd >= 0 ? fd_path(sbuf, source_fd) : m->source;
+        if (mount(src, fd_path(pbuf, fd), NULL, f, NULL) != 0)
             fail(BERTH_STAGE_MOUNT, errno, m->index);
+        if (source_fd >= 0) close(source_fd);
     } else {
         const char *data = m->data;
         static char tmpfs_data[4096];
@@ -782,7 +806,9 @@ static void setup_rootfs(const berth_plan *p) {
     // is applied later.
     umask(0);
 
-    for (int i = 0; i < p->nmounts; i++) do_mount(rootfd, &p->mounts[i]);
+    receive_bind_sources(p);
+    for (int i = 0; i < p->nmounts; i++)
+        do_mount(rootfd, &p->mounts[i], i < BERTH_MAX_BIND_FDS ? bind_source_fd[i] : -1);
     for (int i = 0; i < p->ndevices; i++) do_device(rootfd, &p->devices[i]);
     for (int i = 0; i < p->nsymlinks; i++) do_symlink(rootfd, &p->symlinks[i], i);
 
@@ -1586,6 +1612,15 @@ int cb_run_hook(const char *path, char *const argv[], char *const envp[],
 // ---------------------------------------------------------------------------------
 // Foreground terminal (parent side).
 // ---------------------------------------------------------------------------------
+
+int cb_send_fd(int sock, int fd) {
+    if (fd < 0) {
+        ssize_t n;
+        do { n = send(sock, "-", 1, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+        return n < 0 ? -errno : 0;
+    }
+    return send_fd(sock, "+", 1, fd) == 0 ? 0 : -errno;
+}
 
 int cb_recv_fd(int sock) {
     char buf[256];

@@ -161,3 +161,30 @@ def test_a_cgroup_that_already_has_processes_is_joined_with_a_warning(env):
     assert "container's cgroup is not empty: 1 process(es) found" in p.stderr
     cg = os.path.join(CGROUP2, f"{env.prefix}-shared")
     assert len(open(os.path.join(cg, "cgroup.procs")).read().split()) == 2
+
+
+def test_bind_sources_the_user_namespace_cannot_reach(env):
+    # A bind source under a 0700 directory of the host's root: the user namespace's root
+    # (host uid 100000) cannot walk to it, but runc opens bind sources as host root and
+    # passes them in, so the config works. (runc's "userns with 2 inaccessible mounts".)
+    srcs = []
+    for n in (1, 2):
+        top = os.path.join(env.tmp, f"inaccessible-{n}")
+        os.makedirs(os.path.join(top, "dir"))
+        open(os.path.join(top, "dir", "foo.txt"), "w").write(f"file {n}\n")
+        os.chmod(top, 0o700)
+        srcs.append(os.path.join(top, "dir"))
+
+    def m(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        # Existing mount points: the namespace's root could not make new ones in the image.
+        c["mounts"] += [{"destination": d, "type": "bind", "source": s, "options": ["bind"]}
+                        for d, s in (("/home", srcs[0]), ("/var", srcs[1]))]
+    b = env.bundle(["sleep", "60"], mutate=m)
+    cid = env.new_id()
+    env.detach(b, cid)
+    p = env.berth("exec", cid, "cat", "/home/foo.txt", "/var/foo.txt")
+    assert p.stdout == "file 1\nfile 2\n"
+    env.berth("delete", "--force", cid)

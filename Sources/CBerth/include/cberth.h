@@ -21,6 +21,7 @@ enum berth_msg {
     BERTH_MSG_INIT_PID = -2,  // stage 1 forked init; value = its pid
     BERTH_MSG_ACK = -3,       // init will survive its parent from now on
     BERTH_MSG_HOOKS = -4,     // mounts are done, root not yet switched: run the create hooks
+    BERTH_MSG_MOUNT_FDS = -5, // send one message per bind mount: its source, opened in our mount namespace
 };
 
 // Steps the child reports a failure at (stage > 0). Swift turns them into sentences.
@@ -226,6 +227,7 @@ typedef struct {
     int nstart_hooks;
 
     int pause_for_hooks;          // report BERTH_MSG_HOOKS before pivot_root and wait
+    int bind_fds_from_parent;     // in a user namespace: bind sources come as fds (BERTH_MSG_MOUNT_FDS)
 
     // process.terminal: the pty is made inside the container and its master sent here
     int console_sock;             // connected unix stream socket, or -1
@@ -240,6 +242,8 @@ int cb_bpf_device_program(int cgroup_fd, const void *insns, int n, char *log, si
 // Foreground terminal relay (parent side). Receives the pty master from `sock` (one
 // message, one fd), or -errno.
 int cb_recv_fd(int sock);
+// One message with `fd` as its only SCM_RIGHTS fd (fd < 0: the message alone). 0 or -errno.
+int cb_send_fd(int sock, int fd);
 // Clears ONLCR on a pty (through its master): output keeps "\n" instead of "\r\n".
 int cb_clear_onlcr(int master);
 // Relays between our stdin/stdout and the pty master until `pid` (our child) exits: the
@@ -314,6 +318,7 @@ int64_t cb_fs_magic(const char *path);
 // Constants Swift's importer does not see (function-like macros or missing).
 extern const int CB_CLONE_NEWNS, CB_CLONE_NEWUTS, CB_CLONE_NEWIPC, CB_CLONE_NEWUSER,
     CB_CLONE_NEWPID, CB_CLONE_NEWNET, CB_CLONE_NEWCGROUP, CB_CLONE_NEWTIME;
+extern const int CB_O_PATH;
 extern const unsigned long CB_MS_RDONLY, CB_MS_NOSUID, CB_MS_NODEV, CB_MS_NOEXEC,
     CB_MS_SYNCHRONOUS, CB_MS_REMOUNT, CB_MS_MANDLOCK, CB_MS_DIRSYNC, CB_MS_NOSYMFOLLOW,
     CB_MS_NOATIME, CB_MS_NODIRATIME, CB_MS_BIND, CB_MS_REC, CB_MS_SILENT, CB_MS_UNBINDABLE,
