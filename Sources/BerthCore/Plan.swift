@@ -371,7 +371,10 @@ final class CPlan {
 
         raw.setup_rootfs = p.setupRootfs ? 1 : 0
         raw.rootfs = str(p.rootfs)
-        raw.root_propagation = CB_MS_SLAVE | CB_MS_REC
+        // rshared: "/" shared from the start, so binds of shared host mounts keep their peer
+        // group (the C side makes the rootfs's own mount private first); else rslave.
+        raw.root_propagation = p.rootFinalPropagation == CB_MS_SHARED | CB_MS_REC ? CB_MS_SHARED | CB_MS_REC
+                                                                               : CB_MS_SLAVE | CB_MS_REC
         raw.root_final_propagation = p.rootFinalPropagation
         raw.rootfs_readonly = p.readonly ? 1 : 0
         raw.no_pivot = p.noPivot ? 1 : 0

@@ -764,22 +764,68 @@ static void hide_mount_if_full_proc_or_sysfs(char *line, const char *rootfs) {
     }
 }
 
-static void hide_full_proc_and_sysfs(const char *rootfs) {
+// Our /proc/self/mountinfo, whole, into a static buffer (no allocation); NULL + errno.
+static char mountinfo_table[1 << 20];
+static char *read_mountinfo(void) {
     int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(BERTH_STAGE_PIVOT, errno, -1);
-    // The whole table first (a later umount changes what is read after it), then each line.
-    static char table[1 << 20];
+    if (fd < 0) return NULL;
     size_t len = 0;
     for (;;) {
-        ssize_t r = read(fd, table + len, sizeof table - 1 - len);
+        ssize_t r = read(fd, mountinfo_table + len, sizeof mountinfo_table - 1 - len);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (r < 0) { int e = errno; close(fd); errno = e; return NULL; }
         if (r == 0) break;
         len += (size_t)r;
-        if (len == sizeof table - 1) fail(BERTH_STAGE_PIVOT, E2BIG, -1);
+        if (len == sizeof mountinfo_table - 1) { close(fd); errno = E2BIG; return NULL; }
     }
     close(fd);
-    table[len] = 0;
+    mountinfo_table[len] = 0;
+    return mountinfo_table;
+}
+
+// rootfsPropagation shared: "/" is made rshared instead of rslave, so that a bind of a
+// shared host mount stays in the host's peer group and mounts made under it inside the
+// container reach the host (Kubernetes' Bidirectional volumes), as with runc. What Berth
+// itself mounts must still not propagate: the mount holding the rootfs is made private
+// first (only it), so the rootfs bind and every mount on top of it stay in this namespace.
+static void make_rootfs_parent_private(const char *rootfs) {
+    struct statx stx;
+    if (statx(AT_FDCWD, rootfs, 0, STATX_MNT_ID, &stx) != 0 || !(stx.stx_mask & STATX_MNT_ID))
+        fail(BERTH_STAGE_ROOT_PROPAGATION, errno ? errno : ENOSYS, -1);
+    char *table = read_mountinfo();
+    if (!table) fail(BERTH_STAGE_ROOT_PROPAGATION, errno, -1);
+    for (char *line = table; *line;) {
+        char *nl = line;
+        while (*nl && *nl != '\n') nl++;
+        int last = !*nl;
+        *nl = 0;
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..."
+        unsigned long id = 0;
+        char *q = line;
+        while (*q >= '0' && *q <= '9') id = id * 10 + (unsigned long)(*q++ - '0');
+        if (id == stx.stx_mnt_id) {
+            for (int field = 1; field < 4; field++) {
+                while (*q == ' ') q++;
+                while (*q && *q != ' ') q++;
+            }
+            while (*q == ' ') q++;
+            char *mp = q;
+            while (*q && *q != ' ') q++;
+            *q = 0;
+            mountinfo_unescape(mp);
+            if (mount(NULL, mp, NULL, MS_PRIVATE, NULL) != 0) fail(BERTH_STAGE_ROOT_PROPAGATION, errno, -1);
+            return;
+        }
+        if (last) break;
+        line = nl + 1;
+    }
+    fail(BERTH_STAGE_ROOT_PROPAGATION, ENOENT, -1);
+}
+
+static void hide_full_proc_and_sysfs(const char *rootfs) {
+    // The whole table first (a later umount changes what is read after it), then each line.
+    char *table = read_mountinfo();
+    if (!table) fail(BERTH_STAGE_PIVOT, errno, -1);
     char *line = table;
     while (*line) {
         char *nl = line;
@@ -797,6 +843,7 @@ static void setup_rootfs(const berth_plan *p) {
     // nothing mounted from here on propagates back to the host.
     if (mount(NULL, "/", NULL, p->root_propagation, NULL) != 0)
         fail(BERTH_STAGE_ROOT_PROPAGATION, errno, -1);
+    if (p->root_propagation & MS_SHARED) make_rootfs_parent_private(p->rootfs);
     // pivot_root needs the new root to be a mount point.
     if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) != 0)
         fail(BERTH_STAGE_ROOTFS_BIND, errno, -1);
@@ -827,8 +874,15 @@ static void setup_rootfs(const berth_plan *p) {
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
         // leaves no path to the host's filesystem. The old root is made slave first so the
-        // detach does not propagate to the host.
+        // detach does not propagate to the host. That must reach the old root only: from
+        // the new root's directory "." names the new root's mount, and a recursive slave
+        // there would cut every container mount off its peers (an rshared volume would no
+        // longer propagate to the host). So "." is the old root's directory first.
+        int oldroot = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (oldroot < 0) fail(BERTH_STAGE_PIVOT, errno, -1);
         if (syscall(SYS_pivot_root, ".", ".") != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (fchdir(oldroot) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        close(oldroot);
         if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
         if (umount2(".", MNT_DETACH) != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
     }

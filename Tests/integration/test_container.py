@@ -349,3 +349,31 @@ def test_no_mount_namespace_runs_in_the_callers_root(env):
     assert p.returncode == 0, p.stderr
     assert p.stdout == "on the host\n"
     assert "mounts: ignored" in p.stderr
+
+
+def test_rshared_volume_propagates_mounts_back_to_the_host(env):
+    # Kubernetes' Bidirectional volumes: containerd sets rootfsPropagation "rshared" and
+    # binds the (shared) host directory with "rbind,rshared"; a mount made inside must
+    # appear on the host, as with runc. Nothing Berth mounts itself may reach the host.
+    vol = os.path.join(env.tmp, "bidirectional")
+    os.makedirs(os.path.join(vol, "sub"))
+    subprocess.run(["mount", "--bind", vol, vol], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", vol], check=True)
+        before = open("/proc/self/mountinfo").read().count("\n")
+
+        def m(c):
+            c["linux"]["rootfsPropagation"] = "rshared"
+            c["process"]["capabilities"] = {k: ["CAP_SYS_ADMIN"] for k in ("bounding", "effective", "permitted")}
+            c["mounts"].append({"destination": "/vol", "type": "bind", "source": vol, "options": ["rbind", "rshared"]})
+        p = env.run(["sh", "-c", "mount -t tmpfs -o size=1m made-inside /vol/sub && echo inside > /vol/sub/f"], mutate=m)
+        assert p.returncode == 0, p.stderr
+        # The tmpfs made in the container is on the host, with the file written in it.
+        sub = os.path.join(vol, "sub")
+        assert any(l.split()[4] == sub for l in open("/proc/self/mountinfo")), "no propagation to the host"
+        assert open(os.path.join(sub, "f")).read() == "inside\n"
+        subprocess.run(["umount", sub], check=True)
+        # Only that one mount came back: nothing of the container's own setup.
+        assert open("/proc/self/mountinfo").read().count("\n") == before
+    finally:
+        subprocess.run(["umount", "-R", vol], capture_output=True)
