@@ -122,3 +122,29 @@ public func table(_ rows: [[String]]) -> String {
     return s
 }
 
+
+/// urfave/cli's argument reordering, which runc's commands (all but exec and ps) get:
+/// flags written after the container id still count (`runc update ID --memory 1M`).
+/// Flags move to the front in order; an argument right after a flag written without "="
+/// goes with it (as its value, or back to the positionals when the flag is a bool, as
+/// Go's flag parsing then leaves it); "--" ends the flags.
+public func reorderArgs(_ args: ArraySlice<String>) -> [String] {
+    var flags: [String] = [], rest: [String] = []
+    var takesValue = false
+    for (i, a) in zip(args.indices, args) {
+        if a == "--" { rest += args[i...]; break }
+        if takesValue && !a.hasPrefix("-") {
+            takesValue = false
+            flags.append(a)
+            continue
+        }
+        takesValue = false
+        if a != "-" && a.hasPrefix("-") {
+            flags.append(a)
+            takesValue = !a.contains("=")
+        } else {
+            rest.append(a)
+        }
+    }
+    return flags + rest
+}

@@ -84,6 +84,33 @@ struct Cgroup {
         return made
     }
 
+    /// As runc on a pure cgroup v2 host: every controller the root has is enabled in each
+    /// ancestor's cgroup.subtree_control, so the container's cgroup offers them all (inside
+    /// it, cgroup.controllers lists them; a sub-cgroup made there can use them). Best
+    /// effort, as with runc: a controller an ancestor cannot enable (processes in it, a
+    /// threaded subtree) is left out, and a limit that needs it fails later, by name. Not
+    /// on a hybrid host, whose v2 hierarchy Berth only borrows.
+    static func delegateControllers(to dir: String, mount: String) {
+        guard mount == "/sys/fs/cgroup" else { return }
+        let all = (FS.readString(mount + "/cgroup.controllers") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        if all.isEmpty { return }
+        var cur = mount
+        for comp in dir.dropFirst(mount.count).split(separator: "/") {
+            let enabled = Set((FS.readString(cur + "/cgroup.subtree_control") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+            let missing = all.filter { !enabled.contains($0) }
+            if !missing.isEmpty {
+                let fd = open(cur + "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)
+                if fd >= 0 {
+                    if !FS.writeAll(fd, Array(missing.map { "+" + $0 }.joined(separator: " ").utf8)) {
+                        for c in missing { _ = FS.writeAll(fd, Array(("+" + c).utf8)) }
+                    }
+                    close(fd)
+                }
+            }
+            cur += "/" + comp
+        }
+    }
+
     /// Writes `linux.resources` into the cgroup. Controllers are checked against the
     /// hierarchy's root first (a missing one is an error naming the field), then enabled in
     /// each ancestor's cgroup.subtree_control down to the container's parent.
@@ -116,6 +143,7 @@ struct Cgroup {
             let fd = open(path, O_WRONLY | O_CLOEXEC)
             if fd < 0 {
                 let e = errno
+                if e == ENOENT && w.optional { continue }
                 if e == ENOENT { throw BerthError("config.json: linux.resources.\(w.path): \(w.file) does not exist in \(dir)") }
                 throw .sys("config.json: linux.resources.\(w.path): open \(path)", e)
             }
@@ -153,14 +181,30 @@ struct Cgroup {
         return any
     }
 
+    /// Removes every cgroup below `dir` (not `dir`), deepest first; their processes are
+    /// killed by the caller's cgroup.kill, which reaches the whole subtree.
+    static func removeChildren(_ dir: String, depth: Int = 0) {
+        guard depth < 64 else { return }
+        for name in FS.listDirectory(dir) where FS.isDirectory(dir + "/" + name) {
+            removeChildren(dir + "/" + name, depth: depth + 1)
+            for _ in 0..<100 {
+                if rmdir(dir + "/" + name) == 0 || errno != EBUSY { break }
+                usleep(10_000)
+            }
+        }
+    }
+
     /// Removes the directory once it is empty; kills what is left first. Waits up to ~2 s
     /// for exiting processes to leave.
     static func destroy(_ dir: String, made: [String]) {
         if FS.isDirectory(dir) && made.contains(dir) {
             for attempt in 0..<200 {
                 if rmdir(dir) == 0 || errno == ENOENT { break }
-                if errno != EBUSY { break }
+                if errno != EBUSY && errno != ENOTEMPTY { break }
                 if attempt % 20 == 0 { _ = signalAll(dir, signal: SIGKILL) }
+                // Sub-cgroups the container made (v2 delegation) also make rmdir EBUSY:
+                // gone first, deepest first, as runc removes them.
+                removeChildren(dir)
                 usleep(10_000)
             }
         }

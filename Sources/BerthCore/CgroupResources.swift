@@ -8,6 +8,8 @@ struct CgroupWrite: Equatable {
     var file: String
     var value: String
     var path: String
+    /// Skipped where the kernel lacks the file (hugetlb.*.rsvd.max before 5.7).
+    var optional = false
 }
 
 /// linux.resources -> cgroup v2 interface files, with the conversions runc uses. Fields
@@ -111,6 +113,9 @@ enum CgroupResources {
                 throw SpecError("linux.resources.hugepageLimits[\(i)].pageSize", "invalid page size \"\(h.pageSize)\" (e.g. 2MB)")
             }
             add("hugetlb", "hugetlb.\(h.pageSize).max", String(h.limit), "hugepageLimits[\(i)]")
+            // As runc: the reservation limit follows, where the kernel has it.
+            out.append(CgroupWrite(controller: "hugetlb", file: "hugetlb.\(h.pageSize).rsvd.max", value: String(h.limit),
+                                   path: "hugepageLimits[\(i)]", optional: true))
         }
         if let n = r.network, !n.isEmptyRequest { throw v1Only("network") }
         for (dev, l) in (r.rdma ?? [:]).sorted(by: { $0.key < $1.key }) {

@@ -12,6 +12,9 @@ enum DeviceFilter {
         var major: UInt32?     // nil = any
         var minor: UInt32?
         var access: UInt32     // BPF_DEVCG_ACC_MKNOD 1, _READ 2, _WRITE 4
+        /// An access letter other than r, w, m: an error only if the rule reaches the
+        /// program (see effective), as with runc.
+        var badAccess: SpecError? = nil
     }
 
     static let rwm: UInt32 = 7
@@ -42,12 +45,13 @@ enum DeviceFilter {
         case let t: throw SpecError("\(path).type", "unknown device type \"\(t)\" (a, c or b)")
         }
         var access: UInt32 = 0
+        var bad: SpecError?
         for ch in d.access ?? "rwm" {
             switch ch {
             case "r": access |= 2
             case "w": access |= 4
             case "m": access |= 1
-            default: throw SpecError("\(path).access", "unknown access \"\(ch)\" (r, w, m)")
+            default: if bad == nil { bad = SpecError("\(path).access", "unknown access \"\(ch)\" (r, w, m)") }
             }
         }
         func number(_ v: Int64?, _ name: String) throws(SpecError) -> UInt32? {
@@ -55,7 +59,8 @@ enum DeviceFilter {
             guard v >= 0 && v <= 0xfff_ffff else { throw SpecError("\(path).\(name)", "out of range") }
             return UInt32(v)
         }
-        return Rule(allow: d.allow, type: type, major: try number(d.major, "major"), minor: try number(d.minor, "minor"), access: access)
+        return Rule(allow: d.allow, type: type, major: try number(d.major, "major"), minor: try number(d.minor, "minor"),
+                    access: access, badAccess: bad)
     }
 
     /// The effective rule set, evaluated like runc's emulator: a rule for all devices with
@@ -76,6 +81,10 @@ enum DeviceFilter {
         rules += defaults + extra
         // Under "allow all", allow rules change nothing; only denials matter.
         if defaultAllow { rules.removeAll { $0.allow } }
+        // An unknown access letter (Docker and runc's tests write "rwa") fails only where
+        // runc's emulator would put the rule into the program: an allow rule, or a denial
+        // under "allow all". A denial under "deny all" only takes its known letters away.
+        for r in rules where r.badAccess != nil && (r.allow || defaultAllow) { throw r.badAccess! }
         return (defaultAllow, rules)
     }
 

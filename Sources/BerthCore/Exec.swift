@@ -149,6 +149,17 @@ extension Runtime {
             let dir = Paths.clean(base + "/" + rel)
             guard dir == base || dir.hasPrefix(base + "/"), FS.isDirectory(dir) else { throw BerthError("--cgroup \(sub): no such cgroup below \(base)") }
             cgroupDir = dir
+        } else if let base = cgroupDir,
+                  !(FS.readString(base + "/cgroup.subtree_control") ?? "").allSatisfy({ $0 == " " || $0 == "\n" }),
+                  let mount = Cgroup.mountPoint() {
+            // The container enabled controllers for its own sub-cgroups (cgroup v2's "no
+            // internal processes": its root cgroup takes no process now). As runc: join
+            // init's cgroup instead, where init has moved itself.
+            for line in (FS.readString("/proc/\(rec.state.pid)/cgroup") ?? "").split(separator: "\n")
+            where line.hasPrefix("0::") {
+                let dir = Paths.clean(mount + String(line.dropFirst(3)))
+                if (dir == base || dir.hasPrefix(base + "/")) && FS.isDirectory(dir) { cgroupDir = dir }
+            }
         }
 
         var launcher = Launcher(plan: plan, stateDir: rec.dir, cgroupDir: cgroupDir)

@@ -147,6 +147,7 @@ public struct Runtime {
             try store.save(ContainerRecord(dir: dir, state: state))
             if let cg = cgroupDir, let mount = cgroupMount {
                 cgroupMade = try Cgroup.create(cg, mount: mount)
+                Cgroup.delegateControllers(to: cg, mount: mount)
                 // Limits and the device filter are in place before the clone: no code of
                 // the container ever runs without them.
                 try Cgroup.apply(cgroupWrites, to: cg, mount: mount)

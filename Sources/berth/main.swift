@@ -263,7 +263,11 @@ func main() -> Int32 {
             throw BerthError("unknown command \"\(cmd)\"; see berth --help")
         }
         let f: ParsedFlags
-        do { f = try parseFlags(global.positional.dropFirst(), specs) } catch { throw BerthError(error.message) }
+        // runc's commands take flags after the id too, except exec and ps (whose trailing
+        // arguments are the command's own).
+        let cmdArgs = ["exec", "ps"].contains(cmd) ? Array(global.positional.dropFirst())
+                                                     : reorderArgs(global.positional.dropFirst())
+        do { f = try parseFlags(cmdArgs[...], specs) } catch { throw BerthError(error.message) }
         if f.bool("help") { out((commandHelp[cmd] ?? "") + "\n"); return 0 }
 
         let rt = Runtime(root: global.string("root") ?? "/run/berth")

@@ -12,6 +12,15 @@ import CBerth
         FlagSpec(names: ["env", "e"], kind: .strings),
     ]
 
+    @Test func flagsAfterTheIdAsUrfaveCli() {
+        // runc update ID --cpu-period 900000 (runc's own tests write it so)
+        #expect(reorderArgs(["ctr", "--cpu-period", "900000"]) == ["--cpu-period", "900000", "ctr"])
+        #expect(reorderArgs(["--resources", "-", "ctr"]) == ["--resources", "-", "ctr"])
+        #expect(reorderArgs(["ctr", "--memory=1M", "--", "--x"]) == ["--memory=1M", "ctr", "--", "--x"])
+        // A bool flag takes the next word along; Go's flag parsing then leaves it positional.
+        #expect(reorderArgs(["--all", "ctr", "9"]) == ["--all", "ctr", "9"])
+    }
+
     @Test func goFlagDialect() throws {
         let f = try parseFlags(["-bundle", "/b", "--detach=false", "-preserve-fds=2", "-e", "A=1", "--env", "B=2", "id"], specs)
         #expect(f.string("bundle") == "/b")

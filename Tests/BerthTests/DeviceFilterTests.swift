@@ -70,7 +70,16 @@ func runFilter(_ prog: [UInt8], type: UInt32, major: UInt32, minor: UInt32, acce
 
     @Test func badRules() {
         #expect(throws: SpecError.self) { try DeviceFilter.effective([DeviceRule(allow: true, type: "x")], extra: []) }
-        #expect(throws: SpecError.self) { try DeviceFilter.effective([DeviceRule(allow: true, access: "rx")], extra: []) }
+        // An unknown access letter fails where the rule reaches the program (runc's emulator)...
+        #expect(throws: SpecError.self) { try DeviceFilter.effective([DeviceRule(allow: false, access: "rx")], extra: []) }
+        #expect(throws: SpecError.self) {
+            try DeviceFilter.effective([DeviceRule(allow: false), DeviceRule(allow: true, type: "c", major: 1, minor: 3, access: "rx")], extra: [])
+        }
+        // ...and is let through where runc lets it: a denial under "deny all" (runc's own
+        // test writes "rwa"), an allowance under "allow all".
+        let deny = try? DeviceFilter.effective([DeviceRule(allow: false), DeviceRule(allow: false, type: "c", major: 1, minor: 11, access: "rwa")], extra: [])
+        #expect(deny?.rules.first?.access == 6)  // r and w; the "a" dropped
+        #expect((try? DeviceFilter.effective([DeviceRule(allow: true, access: "rx")], extra: [])) != nil)
     }
 
     @Test func conversions() {

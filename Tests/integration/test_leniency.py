@@ -188,3 +188,21 @@ def test_bind_sources_the_user_namespace_cannot_reach(env):
     p = env.berth("exec", cid, "cat", "/home/foo.txt", "/var/foo.txt")
     assert p.stdout == "file 1\nfile 2\n"
     env.berth("delete", "--force", cid)
+
+
+def test_flags_after_the_container_id(env):
+    # runc's commands (urfave/cli) take flags after the id too, except exec and ps:
+    # `runc update ID --cpu-period N`, `runc delete ID --force`.
+    b = env.bundle(["sleep", "60"])
+    cid = env.new_id()
+    env.detach(b, cid)
+    p = env.berth("state", cid)
+    pid = json.loads(p.stdout)["pid"]
+    env.berth("delete", cid, "--force")
+    assert not os.path.exists(os.path.join(env.root, cid))
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z")
+    # exec keeps everything after the id for the command.
+    env.detach(b, cid)
+    p = env.berth("exec", cid, "echo", "--force")
+    assert p.stdout == "--force\n"
+    env.berth("delete", "--force", cid)

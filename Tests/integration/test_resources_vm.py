@@ -136,3 +136,29 @@ def test_disable_oom_killer_is_refused_on_v2(env):
     b = env.bundle(["true"], mutate=m)
     p = env.create(b, env.new_id(), check=False)
     assert p.returncode == 1 and "linux.resources.memory.disableOOMKiller: only exists on cgroup v1" in p.stderr
+
+
+@needs("memory", "pids")
+def test_controllers_delegated_and_exec_follows_init_into_a_sub_cgroup(env):
+    # As runc on pure v2: every root controller is enabled down to the container's cgroup,
+    # so it can make and use sub-cgroups; once it enables a domain controller for them, its
+    # own cgroup takes no process, and exec joins init's cgroup instead (runc's "cgroup v2
+    # + init process in non-root cgroup").
+    b = env.bundle(["sleep", "60"])
+    cid = env.new_id()
+    env.detach(b, cid)
+    cg = cgroup_of(env, cid)
+    assert set(read(os.path.join(CGROUP2, "cgroup.controllers")).split()) <= set(read(cg + "/cgroup.controllers").split())
+    pid = env.state(cid)["pid"]
+    os.mkdir(cg + "/sub")
+    try:
+        with open(cg + "/sub/cgroup.procs", "w") as f:
+            f.write(str(pid))
+        with open(cg + "/cgroup.subtree_control", "w") as f:
+            f.write("+memory")
+        p = env.berth("exec", cid, "cat", "/proc/self/cgroup")
+        assert p.stdout.strip().endswith("/sub"), p.stdout
+    finally:
+        env.berth("delete", "--force", cid)
+        if os.path.isdir(cg + "/sub"):
+            os.rmdir(cg + "/sub")
