@@ -92,23 +92,40 @@ struct Cgroup {
     /// on a hybrid host, whose v2 hierarchy Berth only borrows.
     static func delegateControllers(to dir: String, mount: String) {
         guard mount == "/sys/fs/cgroup" else { return }
-        let all = (FS.readString(mount + "/cgroup.controllers") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        let all = words(FS.readString(mount + "/cgroup.controllers"))
         if all.isEmpty { return }
+        _ = enable(all, above: dir, mount: mount, oneByOne: true)
+    }
+
+    private static func words(_ s: String?) -> [String] {
+        (s ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+    }
+
+    /// Enables `controllers` in cgroup.subtree_control of `mount` and of every ancestor of
+    /// `dir` below it (not `dir` itself). Returns the first failure (errno and the file);
+    /// with `oneByOne`, a refused batch is retried controller by controller, and failures
+    /// are left for the caller to ignore.
+    private static func enable(_ controllers: [String], above dir: String, mount: String,
+                               oneByOne: Bool) -> (errno: Int32, file: String, missing: [String])? {
         var cur = mount
         for comp in dir.dropFirst(mount.count).split(separator: "/") {
-            let enabled = Set((FS.readString(cur + "/cgroup.subtree_control") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
-            let missing = all.filter { !enabled.contains($0) }
+            let enabled = Set(words(FS.readString(cur + "/cgroup.subtree_control")))
+            let missing = controllers.filter { !enabled.contains($0) }
             if !missing.isEmpty {
-                let fd = open(cur + "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)
-                if fd >= 0 {
-                    if !FS.writeAll(fd, Array(missing.map { "+" + $0 }.joined(separator: " ").utf8)) {
-                        for c in missing { _ = FS.writeAll(fd, Array(("+" + c).utf8)) }
-                    }
-                    close(fd)
+                let file = cur + "/cgroup.subtree_control"
+                let fd = open(file, O_WRONLY | O_CLOEXEC)
+                var ok = fd >= 0 && FS.writeAll(fd, Array(missing.map { "+" + $0 }.joined(separator: " ").utf8))
+                let e = errno
+                if !ok && oneByOne && fd >= 0 {
+                    for c in missing { _ = FS.writeAll(fd, Array(("+" + c).utf8)) }
+                    ok = true
                 }
+                if fd >= 0 { close(fd) }
+                if !ok { return (e, file, missing) }
             }
             cur += "/" + comp
         }
+        return nil
     }
 
     /// Writes `linux.resources` into the cgroup. Controllers are checked against the
@@ -116,7 +133,7 @@ struct Cgroup {
     /// each ancestor's cgroup.subtree_control down to the container's parent.
     static func apply(_ writes: [CgroupWrite], to dir: String, mount: String) throws(BerthError) {
         guard !writes.isEmpty else { return }
-        let available = Set((FS.readString(mount + "/cgroup.controllers") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+        let available = Set(words(FS.readString(mount + "/cgroup.controllers")))
         var needed: [String] = []
         for w in writes {
             guard let c = w.controller else { continue }
@@ -125,18 +142,8 @@ struct Cgroup {
             }
             if !needed.contains(c) { needed.append(c) }
         }
-        var cur = mount
-        for comp in dir.dropFirst(mount.count).split(separator: "/") {
-            let enabled = Set((FS.readString(cur + "/cgroup.subtree_control") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
-            let missing = needed.filter { !enabled.contains($0) }
-            if !missing.isEmpty {
-                let fd = open(cur + "/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)
-                let ok = fd >= 0 && FS.writeAll(fd, Array(missing.map { "+" + $0 }.joined(separator: " ").utf8))
-                let e = errno
-                if fd >= 0 { close(fd) }
-                if !ok { throw .sys("enable \(missing.joined(separator: ", ")) in \(cur)/cgroup.subtree_control", e) }
-            }
-            cur += "/" + comp
+        if let f = enable(needed, above: dir, mount: mount, oneByOne: false) {
+            throw .sys("enable \(f.missing.joined(separator: ", ")) in \(f.file)", f.errno)
         }
         for w in writes {
             let path = dir + "/" + w.file
