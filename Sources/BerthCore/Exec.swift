@@ -16,7 +16,8 @@ public struct ExecOptions {
     public var detach = false
     public var pidFile: String?
     public var preserveFds = 0
-    public var cgroup: String?
+    /// --cgroup, repeatable: SUB for every hierarchy, or CTRL[,CTRL]:SUB (runc's forms).
+    public var cgroups: [String] = []
     public var ignorePaused = false
     public var apparmor: String?
     public var processLabel: String?
@@ -24,6 +25,23 @@ public struct ExecOptions {
 }
 
 extension Runtime {
+    /// runc's --cgroup forms: one SUB for every hierarchy (alone), or any number of
+    /// CTRL[,CTRL]:SUB. Keyed by controller, "" for all.
+    static func subCgroups(_ args: [String]) throws(BerthError) -> [String: String] {
+        var out: [String: String] = [:]
+        for a in args {
+            let parts = a.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            if parts.count > 2 { throw BerthError("invalid --cgroup argument: \(a)") }
+            if parts.count == 1 {
+                if args.count != 1 { throw BerthError("invalid --cgroup argument: \(a) (missing <controller>: prefix)") }
+                out[""] = a
+            } else {
+                for c in parts[0].split(separator: ",", omittingEmptySubsequences: false) { out[String(c)] = String(parts[1]) }
+            }
+        }
+        return out
+    }
+
     /// `exec`: a new process in a running container. It joins every namespace of init
     /// (the user namespace first), is born in the container's cgroup, and gets the process
     /// profile of the config (capabilities, rlimits, seccomp...) with the flags on top.
@@ -144,10 +162,30 @@ extension Runtime {
             throw BerthError("cannot find the namespaces of the container's init")
         }
         var cgroupDir = rec.state.cgroup
-        if let sub = o.cgroup, let base = cgroupDir {
-            let rel = sub.split(separator: ":").last.map(String.init) ?? sub
-            let dir = Paths.clean(base + "/" + rel)
-            guard dir == base || dir.hasPrefix(base + "/"), FS.isDirectory(dir) else { throw BerthError("--cgroup \(sub): no such cgroup below \(base)") }
+        var v1Dirs = rec.state.cgroupV1 ?? [:]
+        let subs = try Runtime.subCgroups(o.cgroups)
+        func below(_ base: String, _ sub: String) throws(BerthError) -> String {
+            // runc's check: a sub-cgroup, never a way up ("..").
+            let dir = Paths.clean(base + "/" + sub)
+            guard dir == base || dir.hasPrefix(base + "/") else { throw BerthError("--cgroup: \(sub) is not a sub cgroup path") }
+            return dir
+        }
+        if !v1Dirs.isEmpty {
+            if let all = subs[""] {
+                for (k, d) in v1Dirs { v1Dirs[k] = try below(d, all) }
+                if let base = cgroupDir { cgroupDir = try below(base, all) }
+            } else {
+                for (ctrl, sub) in subs.sorted(by: { $0.key < $1.key }) {
+                    guard let key = v1Dirs.keys.first(where: { $0.split(separator: ",").contains { $0 == ctrl } }) else {
+                        throw BerthError("--cgroup: unknown controller \(ctrl) in SubCgroupPaths")
+                    }
+                    v1Dirs[key] = try below(rec.state.cgroupV1![key]!, sub)
+                }
+            }
+        } else if let base = cgroupDir, let sub = subs[""] ?? subs.values.first {
+            // cgroup v2 has one hierarchy: a controller prefix names the same directory.
+            let dir = try below(base, sub)
+            guard FS.isDirectory(dir) else { throw BerthError("--cgroup \(sub): no such cgroup below \(base)") }
             cgroupDir = dir
         } else if let base = cgroupDir,
                   !(FS.readString(base + "/cgroup.subtree_control") ?? "").allSatisfy({ $0 == " " || $0 == "\n" }),
@@ -161,8 +199,16 @@ extension Runtime {
                 if (dir == base || dir.hasPrefix(base + "/")) && FS.isDirectory(dir) { cgroupDir = dir }
             }
         }
+        var placeAfter = v1Dirs.keys.sorted().map { v1Dirs[$0]! }
+        if !placeAfter.isEmpty, let d = cgroupDir, !FS.isDirectory(d) {
+            // A hybrid host's v2 sub-cgroup that does not exist: joined like the v1 ones,
+            // so the failure reads as runc's ("adding pid ... no such file").
+            placeAfter.append(d)
+            cgroupDir = nil
+        }
 
         var launcher = Launcher(plan: plan, stateDir: rec.dir, cgroupDir: cgroupDir)
+        launcher.v1Dirs = placeAfter
         launcher.withFifo = false
         launcher.consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwdNow) }
         launcher.relayTerminal = process.terminal == true && o.consoleSocket == nil
@@ -178,7 +224,7 @@ extension Runtime {
             _ = cb_unblock_all_signals()
             throw error
         }
-        debug("exec in \(id): process \(l.initPid)")
+        debug("setns_init: about to exec: process \(l.initPid) in \(id)")
         if o.detach { return 0 }
         let master = l.master ?? -1
         let status = master >= 0 ? cb_relay(master, l.initPid) : Runtime.waitForwardingSignals(l.initPid)

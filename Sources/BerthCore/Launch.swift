@@ -8,6 +8,8 @@ struct Launcher {
     var plan: ContainerPlan
     var stateDir: String
     var cgroupDir: String?
+    /// cgroup v1 directories the child joins (one per hierarchy) before it goes on.
+    var v1Dirs: [String] = []
     /// Runs the prestart, createRuntime and createContainer hooks for init's pid while
     /// init waits before its root switch.
     var onHooks: ((Int32) throws(BerthError) -> Void)?
@@ -113,6 +115,9 @@ struct Launcher {
         let cplan = CPlan(plan, syncFd: childEnd, parentSyncFd: parentEnd, fifoFd: fifoFd,
                           cgroupFd: cgroupFd, joinFds: joinFds, listenerFd: listenerFd, consoleFd: consoleFd)
         var inCgroup: Int32 = 0
+        // The --debug step names are runc's ("nsexec container setup", "child process in
+        // init()", ...): tools and runc's own suite look for them in a runtime's debug log.
+        debug("nsexec container setup: spawning \(withFifo ? "init" : "the exec'd process") (\(plan.stageMode ? "a first child joins namespaces, then forks" : "one clone3"))")
         let child = withExtendedLifetime(cplan) { cb_spawn(&cplan.raw, &inCgroup) }
         if child < 0 { close(parentEnd); throw .sys("clone", -child) }
 
@@ -129,6 +134,9 @@ struct Launcher {
 
         do {
             if let cg = cgroupDir, inCgroup == 0 { try Cgroup.place(pid: child, in: cg) }
+            // The child waits for the parent's go: it runs no code of the container before
+            // it sits in every hierarchy.
+            for d in v1Dirs { try Cgroup.place(pid: child, in: d) }
             if !plan.stageMode && plan.newNamespaces.contains(.user) { try writeMaps(child) }
             // Inherited by init when it is forked from the first child.
             if let adj = plan.oomScoreAdj { try writeOomScoreAdj(child, adj) }
@@ -142,7 +150,9 @@ struct Launcher {
                 throw abort(Launcher.childDied)
             }
             switch rep.stage {
-            case BERTH_MSG_READY.rawValue: ready = true
+            case BERTH_MSG_READY.rawValue:
+                ready = true
+                debug("child process in init(): set up, waiting before execve")
             case BERTH_MSG_NEED_MAPS.rawValue:
                 do { try writeMaps(child) } catch { throw abort(error) }
                 if !sendGo(parentEnd) { throw abort(Launcher.childDied) }

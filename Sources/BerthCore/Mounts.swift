@@ -21,6 +21,9 @@ struct PlannedMount: Equatable {
     /// cgroup2: what to bind instead where the kernel refuses a new cgroup2 mount (a user
     /// namespace without its own cgroup namespace), as runc does.
     var cgroupFallback: String?
+    /// The config said "cgroup" (not "cgroup2"): on a v1 host that means runc's layout of
+    /// the v1 hierarchies (see CgroupV1.expand), on a v2 host a cgroup2 mount.
+    var cgroupType = false
     /// tmpfs "tmpcopyup": what the mount covers is copied into it.
     var copyUp = false
     /// tmpfs or /dev with "ro": mounted read-write and remounted read-only once devices,
@@ -141,9 +144,10 @@ enum MountTable {
         if type.isEmpty || type == "none" {
             throw SpecError("mounts[\(i)].type", "missing filesystem type (and no bind option)")
         }
-        // "cgroup" in runc's default config means "the host's cgroup hierarchy": Berth is
-        // a cgroup v2 runtime, so that is cgroup2.
+        // "cgroup" in runc's default config means "the host's cgroup hierarchy": cgroup2 on
+        // a v2 host; on a v1 host `create` replaces it with the v1 hierarchies.
         let fstype = type == "cgroup" ? "cgroup2" : type
+        p.cgroupType = type == "cgroup"
         if !filesystems.contains(fstype) {
             throw SpecError("mounts[\(i)].type", "unknown mount type \"\(type)\" (not in /proc/filesystems)")
         }

@@ -49,6 +49,7 @@ public struct Runtime {
         let rootfs: String
         var cgroupWrites: [CgroupWrite] = []
         var deviceProgram: [UInt8]?
+        let cgroupHost = CgroupHost.detect()
         do throws(SpecError) {
             spec = try Spec.load(bytes)
             rootfs = Paths.absolute(spec.root!.path, base: bundle)
@@ -66,14 +67,18 @@ public struct Runtime {
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
             let res = spec.linux?.resources ?? Resources()
-            var resourceWarnings: [String] = []
-            cgroupWrites = try CgroupResources.writes(res, warnings: &resourceWarnings)
-            for w in resourceWarnings { warn(w) }
             // As runc: linux.devices only makes nodes; what may be opened is what
             // linux.resources.devices allows, plus runc's default devices.
-            let eff = try DeviceFilter.effective(res.devices ?? [], extra: [])
-            if !(eff.defaultAllow && eff.rules.isEmpty) {
-                deviceProgram = DeviceFilter.program(defaultAllow: eff.defaultAllow, rules: eff.rules)
+            if case .v1 = cgroupHost {
+                _ = try DeviceEmulator.target(res.devices ?? [])  // config errors before anything is made
+            } else {
+                var resourceWarnings: [String] = []
+                cgroupWrites = try CgroupResources.writes(res, warnings: &resourceWarnings)
+                for w in resourceWarnings { warn(w) }
+                let eff = try DeviceFilter.effective(res.devices ?? [], extra: [])
+                if !(eff.defaultAllow && eff.rules.isEmpty) {
+                    deviceProgram = DeviceFilter.program(defaultAllow: eff.defaultAllow, rules: eff.rules)
+                }
             }
         } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }
@@ -101,6 +106,7 @@ public struct Runtime {
         debug("create \(id): bundle \(bundle), rootfs \(rootfs), \(plan.mounts.count) mounts, \(plan.devices.count) devices, new namespaces \(plan.newNamespaces.map(\.rawValue).sorted().joined(separator: ",")), joined \(plan.joins.map(\.kind.rawValue).joined(separator: ","))")
         let dir = try store.claim(id)
         var cgroupDir: String?
+        var v1Dirs: [String: String] = [:]
         var cgroupMade: [String] = []
         var launched: Launcher.Launched?
         func cleanup() {
@@ -109,51 +115,91 @@ public struct Runtime {
                 close(l.sync)
                 reap(l.initPid)
             }
-            if let cg = cgroupDir { Cgroup.destroy(cg, made: cgroupMade) }
+            ContainerCgroups(v2: cgroupDir, v1: v1Dirs).destroy(made: cgroupMade)
             store.remove(dir)
         }
         do throws(BerthError) {
             var cgroupPlanned: [String] = []
-            let cgroupMount = Cgroup.mountPoint()
+            var cgroupMount: String?
+            var hierarchies: [CgroupV1.Hierarchy] = []
+            let defaultPath = (spec.linux?.cgroupsPath ?? "").isEmpty
+            switch cgroupHost {
+            case .v2(let m): cgroupMount = m
+            case .v1(let hs, let unified):
+                hierarchies = hs
+                cgroupMount = unified
+                v1Dirs = try CgroupV1.dirs(for: spec.linux?.cgroupsPath, id: id, hierarchies: hs,
+                                           own: CgroupV1.ownCgroups(FS.readString("/proc/self/cgroup") ?? ""))
+                for h in hs {
+                    guard let d = v1Dirs[h.key] else { continue }
+                    // Berth's default parent is shared by its containers: each delete tries
+                    // to remove it, and the last one succeeds.
+                    if defaultPath { cgroupPlanned.append(h.mountpoint + "/berth") }
+                    cgroupPlanned += Cgroup.missing(d, mount: h.mountpoint).filter { !cgroupPlanned.contains($0) }
+                }
+            case .none:
+                if let p = spec.linux?.cgroupsPath, !p.isEmpty {
+                    throw BerthError("config.json: linux.cgroupsPath: no cgroup hierarchy is mounted on this host")
+                } else if !cgroupWrites.isEmpty || deviceProgram != nil {
+                    throw BerthError("config.json: linux.resources: no cgroup hierarchy is mounted on this host")
+                }
+            }
             if let mount = cgroupMount {
                 let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount)
                 cgroupDir = cg
-                cgroupPlanned = Cgroup.missing(cg, mount: mount)
+                if defaultPath { cgroupPlanned.append(mount + "/berth") }
+                cgroupPlanned += Cgroup.missing(cg, mount: mount).filter { !cgroupPlanned.contains($0) }
+            }
+            let existing = ContainerCgroups(v2: cgroupDir, v1: v1Dirs)
+            if !existing.isEmpty {
                 // As runc 1.1: joining a cgroup that already has processes works, with a
                 // warning in runc's words (the containers then share limits, freezing, kill).
-                if !cgroupPlanned.contains(cg) {
-                    let n = Cgroup.pids(cg).count
-                    if n > 0 { warn("container's cgroup is not empty: \(n) process(es) found") }
-                }
-                // Berth's default parent is shared by its containers: each delete tries to
-                // remove it, and the last one succeeds.
-                if (spec.linux?.cgroupsPath ?? "").isEmpty && !cgroupPlanned.contains(mount + "/berth") {
-                    cgroupPlanned.insert(mount + "/berth", at: 0)
-                }
-            } else if let p = spec.linux?.cgroupsPath, !p.isEmpty {
-                throw BerthError("config.json: linux.cgroupsPath: no cgroup2 hierarchy is mounted on this host")
-            } else if !cgroupWrites.isEmpty || deviceProgram != nil {
-                throw BerthError("config.json: linux.resources: no cgroup2 hierarchy is mounted on this host")
+                let n = existing.pids().count
+                if n > 0 { warn("container's cgroup is not empty: \(n) process(es) found") }
+                // A frozen cgroup would freeze init half-way; runc refuses it in these words.
+                if existing.frozen() { throw BerthError("container's cgroup unexpectedly frozen") }
             }
             // Recorded before anything is made on the host, so a creator killed half-way
             // leaves a record that `delete` can clean up.
             var state = StoredState(
                 ociVersion: ociSpecVersion, id: id, pid: 0, startTime: 0,
                 bundle: bundle, rootfs: rootfs, created: WallClock.rfc3339(nanos: true),
-                annotations: spec.annotations, owner: "", cgroup: cgroupDir, cgroupCreated: cgroupPlanned,
+                annotations: spec.annotations, owner: "", cgroup: cgroupDir,
+                cgroupV1: v1Dirs.isEmpty ? nil : v1Dirs, cgroupCreated: cgroupPlanned,
                 creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
                 hooks: HookKind.allCases.contains { !hooks[$0].isEmpty } ? hooks : nil,
                 ownPidNamespace: plan.ownPidNamespace)
             try store.save(ContainerRecord(dir: dir, state: state))
+            if !v1Dirs.isEmpty { cgroupMade = try CgroupV1.create(v1Dirs, hierarchies: hierarchies) }
             if let cg = cgroupDir, let mount = cgroupMount {
-                cgroupMade = try Cgroup.create(cg, mount: mount)
-                Cgroup.delegateControllers(to: cg, mount: mount)
-                // Limits and the device filter are in place before the clone: no code of
-                // the container ever runs without them.
+                cgroupMade += try Cgroup.create(cg, mount: mount)
+                if v1Dirs.isEmpty { Cgroup.delegateControllers(to: cg, mount: mount) }
+            }
+            // Limits and the device rules are in place before the clone: no code of the
+            // container ever runs without them.
+            if !v1Dirs.isEmpty {
+                var res = spec.linux?.resources ?? Resources()
+                res.devices = res.devices ?? []  // runc's defaults apply even without rules
+                var warnings: [String] = []
+                try CgroupV1.apply(res, dirs: v1Dirs, hybridV2: cgroupDir.flatMap { d in cgroupMount.map { (dir: d, mount: $0) } },
+                                   warnings: &warnings)
+                for w in warnings { warn(w) }
+            } else if let cg = cgroupDir, let mount = cgroupMount {
                 try Cgroup.apply(cgroupWrites, to: cg, mount: mount)
                 if let prog = deviceProgram { try DeviceFilter.attach(prog, cgroup: cg) }
             }
-            debug("cgroup \(cgroupDir ?? "none") (created: \(cgroupMade.joined(separator: " ")))")
+            debug("cgroup \(cgroupDir ?? "none")\(v1Dirs.isEmpty ? "" : " and \(v1Dirs.count) v1 hierarchies") (created: \(cgroupMade.joined(separator: " ")))")
+            if !v1Dirs.isEmpty {
+                // "cgroup" mounts become the v1 hierarchies, as runc lays them out.
+                var expanded: [PlannedMount] = []
+                for m in plan.mounts {
+                    guard m.cgroupType else { expanded.append(m); continue }
+                    let e = CgroupV1.expand(m, dirs: v1Dirs, hierarchies: hierarchies, cgroupns: plan.newNamespaces.contains(.cgroup))
+                    expanded += e.mounts
+                    plan.symlinks += e.links
+                }
+                plan.mounts = expanded
+            }
             // cgroup2 mounts fall back to a bind of the container's cgroup (with a cgroup
             // namespace) or of the hierarchy, where a user namespace forbids a new mount.
             if let cg = cgroupDir, let mount = cgroupMount {
@@ -171,6 +217,7 @@ public struct Runtime {
                                    cwd: plan.pauseForHooks ? plan.rootfs : nil)
             }
             var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir)
+            launcher.v1Dirs = v1Dirs.keys.sorted().map { v1Dirs[$0]! }
             launcher.consoleSocket = consoleSocket
             // A foreground terminal without a socket: Berth relays it (see run).
             launcher.relayTerminal = plan.terminal && o.consoleSocket == nil
@@ -196,6 +243,7 @@ public struct Runtime {
             try Launcher.commit(l, notifyState: plan.seccompNotifyState(state),
                                 hookState: plan.startHooks.isEmpty ? nil
                                     : HookRunner.state(state, status: .created, pid: l.initPid))
+            debug("init: closing the pipe to signal completion (init \(l.initPid) waits on exec.fifo)")
             return Created(record: rec, launched: l)
         } catch {
             cleanup()
@@ -386,12 +434,13 @@ public struct Runtime {
     public func kill(id: String, signal sig: Int32, all: Bool) throws(BerthError) {
         let rec = try store.load(id)
         let st = rec.status
-        if all, let cg = rec.state.cgroup, st != .creating {
+        let cgs = ContainerCgroups(rec.state)
+        if all, !cgs.isEmpty, st != .creating {
             // As runc: --all signals whatever is left in the cgroup, also after init has
             // exited (containerd does this on every pod stop when processes outlive init);
             // a stopped container whose cgroup is gone has nothing left to signal.
-            if st == .stopped && !FS.isDirectory(cg) { return }
-            _ = Cgroup.signalAll(cg, signal: sig)
+            if st == .stopped && !cgs.exists() { return }
+            cgs.signalAll(sig)
             return
         }
         if !st.canKill { throw BerthError("container not running") }
@@ -437,13 +486,26 @@ public struct Runtime {
     /// lives in `<cgroup2>/berth/<id>`. When that cgroup exists its processes are killed
     /// and it is removed with the state directory; otherwise (false) nothing is touched.
     private func deleteByDefaultCgroup(id: String, dir: String) throws(BerthError) -> Bool {
-        guard let mount = Cgroup.mountPoint() else { return false }
-        let cg = try Cgroup.path(for: nil, id: id, mount: mount)
-        guard FS.isDirectory(cg) else { return false }
-        warn("\(dir)/state.json is unreadable: deleting container \(id) by its default cgroup \(cg)")
-        _ = Cgroup.signalAll(cg, signal: SIGKILL)
-        Cgroup.destroy(cg, made: [mount + "/berth", cg])
-        if FS.isDirectory(cg) { throw BerthError("cannot remove cgroup \(cg) of container \(id): it still has processes") }
+        var v2: String?
+        var v1: [String: String] = [:]
+        var made: [String] = []
+        switch CgroupHost.detect() {
+        case .none: return false
+        case .v2(let mount):
+            v2 = try Cgroup.path(for: nil, id: id, mount: mount)
+            made = [mount + "/berth", v2!]
+        case .v1(let hs, let unified):
+            v1 = try CgroupV1.dirs(for: nil, id: id, hierarchies: hs, own: [])
+            made = hs.flatMap { h in v1[h.key].map { [h.mountpoint + "/berth", $0] } ?? [] }
+            if let u = unified { v2 = try Cgroup.path(for: nil, id: id, mount: u); made += [u + "/berth", v2!] }
+        }
+        let cgs = ContainerCgroups(v2: v2, v1: v1)
+        guard cgs.exists() else { return false }
+        let shown = cgs.v1Primary ?? v2 ?? ""
+        warn("\(dir)/state.json is unreadable: deleting container \(id) by its default cgroup \(shown)")
+        cgs.signalAll(SIGKILL)
+        cgs.destroy(made: made)
+        if cgs.exists() { throw BerthError("cannot remove cgroup \(shown) of container \(id): it still has processes") }
         store.remove(dir)
         return true
     }
@@ -483,13 +545,14 @@ public struct Runtime {
             waitInitGone(rec)
         case .running, .paused, .creating:
             guard force else { throw BerthError("cannot delete container \(id) that is not stopped: \(st.rawValue)") }
-            if let cg = rec.state.cgroup { _ = Cgroup.signalAll(cg, signal: SIGKILL) }
+            ContainerCgroups(rec.state).signalAll(SIGKILL)
             try? signalInit(rec, SIGKILL)
             waitInitGone(rec)
         }
-        if let cg = rec.state.cgroup {
-            if st != .stopped || !rec.state.ownPidNamespace { _ = Cgroup.signalAll(cg, signal: SIGKILL) }
-            Cgroup.destroy(cg, made: rec.state.cgroupCreated ?? [])
+        let cgs = ContainerCgroups(rec.state)
+        if !cgs.isEmpty {
+            if st != .stopped || !rec.state.ownPidNamespace { cgs.signalAll(SIGKILL) }
+            cgs.destroy(made: rec.state.cgroupCreated ?? [])
         }
         store.remove(rec.dir)
         debug("deleted \(id) (was \(st.rawValue))")

@@ -22,8 +22,12 @@ public struct StoredState: Sendable {
     public var created: String
     public var annotations: [String: String]?
     public var owner: String
-    /// Absolute path of the container's cgroup directory, if Berth made one.
+    /// Absolute path of the container's cgroup v2 directory (pure v2, or a hybrid host's
+    /// unified hierarchy).
     public var cgroup: String?
+    /// On a v1 or hybrid host: the container's directory in each v1 hierarchy, keyed by
+    /// the hierarchy's subsystems ("cpu,cpuacct", "name=systemd").
+    public var cgroupV1: [String: String]? = nil
     /// The cgroup directories Berth created for it (removed at delete), deepest last.
     public var cgroupCreated: [String]?
     /// While `create` runs (pid is 0 then): the creator, so a creator that died half-way
@@ -50,6 +54,7 @@ extension StoredState {
         annotations = try r.optStringMap("annotations", allowNUL: true)
         owner = try r.optString("owner") ?? ""
         cgroup = try r.optString("cgroup")
+        cgroupV1 = try r.optStringMap("cgroupV1")
         cgroupCreated = try r.optStrings("cgroupCreated")
         creatorPid = try r.optInteger("creatorPid", Int32.self)
         creatorStartTime = try r.optInteger("creatorStartTime", UInt64.self)
@@ -66,6 +71,7 @@ extension StoredState {
         ]
         if let a = annotations { f.append(("annotations", .object(a.keys.sorted().map { ($0, s(a[$0]!)) }))) }
         if let c = cgroup { f.append(("cgroup", s(c))) }
+        if let c = cgroupV1 { f.append(("cgroupV1", .object(c.keys.sorted().map { ($0, s(c[$0]!)) }))) }
         if let c = cgroupCreated { f.append(("cgroupCreated", .array(c.map(s)))) }
         if let c = creatorPid { f.append(("creatorPid", .int(Int64(c)))) }
         if let c = creatorStartTime { f.append(("creatorStartTime", .int(Int64(c)))) }
@@ -85,6 +91,7 @@ enum RecoveryRecord {
         var f: [(String, JSON)] = [("pid", .int(Int64(st.pid))), ("startTime", .int(Int64(st.startTime))),
                                    ("ownPidNamespace", .bool(st.ownPidNamespace))]
         if let c = st.cgroup { f.append(("cgroup", .string(c))) }
+        if let c = st.cgroupV1 { f.append(("cgroupV1", .object(c.keys.sorted().map { ($0, .string(c[$0]!)) }))) }
         if let c = st.cgroupCreated { f.append(("cgroupCreated", .array(c.map { .string($0) }))) }
         // Longer than a link can hold (PATH_MAX): there is no recovery record then.
         _ = symlink(JSON.object(f).render(indent: nil), dir + "/" + name)
@@ -99,11 +106,13 @@ enum RecoveryRecord {
         guard let r = try? JSONReader(JSONValue.parse(bytes), file: name),
               let pid = try? r.integer("pid", Int32.self), let start = try? r.integer("startTime", UInt64.self)
         else { return nil }
-        return StoredState(ociVersion: ociSpecVersion, id: id, pid: pid, startTime: start, bundle: "", rootfs: "",
-                           created: "", annotations: nil, owner: "", cgroup: try? r.optString("cgroup"),
-                           cgroupCreated: (try? r.optStrings("cgroupCreated")) ?? nil, creatorPid: nil,
-                           creatorStartTime: nil, hooks: nil,
-                           ownPidNamespace: ((try? r.optBool("ownPidNamespace")) ?? nil) ?? false)
+        var st = StoredState(ociVersion: ociSpecVersion, id: id, pid: pid, startTime: start, bundle: "", rootfs: "",
+                             created: "", annotations: nil, owner: "", cgroup: try? r.optString("cgroup"),
+                             cgroupCreated: (try? r.optStrings("cgroupCreated")) ?? nil, creatorPid: nil,
+                             creatorStartTime: nil, hooks: nil,
+                             ownPidNamespace: ((try? r.optBool("ownPidNamespace")) ?? nil) ?? false)
+        st.cgroupV1 = (try? r.optStringMap("cgroupV1")) ?? nil
+        return st
     }
 }
 
@@ -123,7 +132,7 @@ public struct ContainerRecord {
         }
         guard state.pid > 0, let info = ProcStat.read(pid: state.pid) else { return .stopped }
         if info.state == "Z" || info.state == "X" || info.startTime != state.startTime { return .stopped }
-        if let cg = state.cgroup, FS.readString(cg + "/cgroup.freeze")?.first == "1" { return .paused }
+        if ContainerCgroups(state).frozen() { return .paused }
         return FS.exists(fifoPath) ? .created : .running
     }
 

@@ -65,6 +65,14 @@ public struct HugepageLimit: Sendable { public var pageSize: String; public var 
 
 public struct RdmaLimit: Sendable { public var hcaHandles: UInt32?; public var hcaObjects: UInt32? }
 
+/// linux.resources.network: cgroup v1's net_cls and net_prio controllers.
+public struct NetworkResources: Sendable {
+    public var classID: UInt32?
+    public var priorities: [(name: String, priority: UInt32)] = []
+    /// Nothing asked for: no class id (or 0, Go's zero value) and no priorities.
+    public var isEmpty: Bool { (classID ?? 0) == 0 && priorities.isEmpty }
+}
+
 public struct Resources: Sendable {
     public var devices: [DeviceRule]?
     public var memory: MemoryResources?
@@ -72,7 +80,7 @@ public struct Resources: Sendable {
     public var pids: Int64?          // pids.limit
     public var blockIO: BlockIOResources?
     public var hugepageLimits: [HugepageLimit]?
-    public var network: JSONValue?
+    public var network: NetworkResources?
     public var rdma: [String: RdmaLimit]?
     public var unified: [String: String]?
     public init() {}
@@ -139,7 +147,14 @@ extension Resources {
         hugepageLimits = try r.optObjects("hugepageLimits") { (o: JSONReader) throws(SpecError) in
             HugepageLimit(pageSize: try o.string("pageSize"), limit: try o.integer("limit", UInt64.self))
         }
-        network = r.raw("network")
+        network = try r.optObject("network").map { (o: JSONReader) throws(SpecError) in
+            var n = NetworkResources()
+            n.classID = try o.optInteger("classID", UInt32.self)
+            n.priorities = try o.optObjects("priorities") { (p: JSONReader) throws(SpecError) in
+                (name: try p.string("name"), priority: try p.integer("priority", UInt32.self))
+            } ?? []
+            return n
+        }
         rdma = try r.optObjectMap("rdma") { (o: JSONReader) throws(SpecError) in
             RdmaLimit(hcaHandles: try o.optInteger("hcaHandles", UInt32.self), hcaObjects: try o.optInteger("hcaObjects", UInt32.self))
         }

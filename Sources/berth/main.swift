@@ -14,7 +14,8 @@ struct Log {
     var json = false
     var debug = false
 
-    func line(_ level: String, _ msg: String) {
+    func line(_ level: String, _ msg: String, to: Int32? = nil) {
+        let fd = to ?? self.fd
         guard fd >= 0 else { return }
         let time = WallClock.rfc3339(nanos: true)
         var text: String
@@ -35,9 +36,8 @@ struct Log {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let ms = Double(Int64(ts.tv_sec) - Int64(startTime.tv_sec)) * 1000 + Double(ts.tv_nsec - startTime.tv_nsec) / 1e6
         let msg = "[\(Double(Int(ms * 1000)) / 1000) ms] " + msg
-        if fd >= 0 { line("debug", msg); return }
-        let t = "debug: " + msg + "\n"
-        _ = t.withCString { write(2, $0, strlen($0)) }
+        // Without --log, debug lines go to stderr in the same (logrus) format, as runc's.
+        line("debug", msg, to: fd >= 0 ? fd : 2)
     }
 
     func warning(_ msg: String) {
@@ -121,7 +121,7 @@ let commandHelp: [String: String] = [
     "pause": "usage: berth pause ID",
     "resume": "usage: berth resume ID",
     "ps": "usage: berth ps [--format table|json] ID [ps options]",
-    "update": "usage: berth update [--resources FILE|-] [--memory N] [--memory-swap N] [--cpu-shares N] [--cpu-quota N] [--cpu-period N] [--cpuset-cpus L] [--pids-limit N] [--blkio-weight N] ... ID",
+    "update": "usage: berth update [--resources FILE|-] [--memory N] [--memory-swap N] [--cpu-share N] [--cpu-quota N] [--cpu-period N] [--cpuset-cpus L] [--pids-limit N] [--blkio-weight N] ... ID",
     "events": "usage: berth events [--stats] [--interval 5s] ID",
 ]
 
@@ -159,7 +159,7 @@ let commandFlags: [String: [FlagSpec]] = [
         FlagSpec(names: ["additional-gids", "g"], kind: .strings), FlagSpec(names: ["cap", "c"], kind: .strings),
         FlagSpec(names: ["no-new-privs"], kind: .bool), FlagSpec(names: ["detach", "d"], kind: .bool),
         FlagSpec(names: ["pid-file"], kind: .string), FlagSpec(names: ["preserve-fds"], kind: .int),
-        FlagSpec(names: ["cgroup"], kind: .string), FlagSpec(names: ["ignore-paused"], kind: .bool),
+        FlagSpec(names: ["cgroup"], kind: .strings), FlagSpec(names: ["ignore-paused"], kind: .bool),
         FlagSpec(names: ["apparmor"], kind: .string), FlagSpec(names: ["process-label"], kind: .string),
         FlagSpec(names: ["pidfd-socket"], kind: .string), FlagSpec(names: ["help", "h"], kind: .bool),
     ],
@@ -171,7 +171,10 @@ let commandFlags: [String: [FlagSpec]] = [
     "update": ["resources", "r", "memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
                "cpu-shares", "cpu-quota", "cpu-period", "cpu-burst", "cpu-rt-period", "cpu-rt-runtime", "cpu-idle",
                "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight", "l3-cache-schema", "mem-bw-schema"]
-        .filter { $0 != "r" }.map { FlagSpec(names: $0 == "resources" ? ["resources", "r"] : [$0], kind: .string) }
+        .filter { $0 != "r" }.map { n in
+            // runc's flag is --cpu-share; --cpu-shares (Berth's first spelling) stays an alias.
+            FlagSpec(names: n == "resources" ? ["resources", "r"] : n == "cpu-shares" ? ["cpu-share", "cpu-shares"] : [n], kind: .string)
+        }
         + [FlagSpec(names: ["help", "h"], kind: .bool)],
 ]
 
@@ -352,7 +355,7 @@ func main() -> Int32 {
             o.detach = f.bool("detach")
             o.pidFile = f.string("pid-file")
             o.preserveFds = f.int("preserve-fds") ?? 0
-            o.cgroup = f.string("cgroup")
+            o.cgroups = f.lists["cgroup"] ?? []
             o.ignorePaused = f.bool("ignore-paused")
             o.apparmor = f.string("apparmor")
             o.processLabel = f.string("process-label")
@@ -455,7 +458,7 @@ func updateResources(_ f: ParsedFlags) throws(BerthError) -> Resources {
     if let v = f.string("memory-swap") { r.memory = r.memory ?? MemoryResources(); r.memory!.swap = try parseBytes(v, "memory-swap") }
     if let v = f.string("kernel-memory") { r.memory = r.memory ?? MemoryResources(); r.memory!.kernel = try parseBytes(v, "kernel-memory") }
     if let v = f.string("kernel-memory-tcp") { r.memory = r.memory ?? MemoryResources(); r.memory!.kernelTCP = try parseBytes(v, "kernel-memory-tcp") }
-    if let v = try int("cpu-shares") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.shares = UInt64(max(v, 0)) }
+    if let v = try int("cpu-share") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.shares = UInt64(max(v, 0)) }
     if let v = try int("cpu-quota") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.quota = v }
     if let v = try int("cpu-period") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.period = UInt64(max(v, 0)) }
     if let v = try int("cpu-burst") { r.cpu = r.cpu ?? CPUResources(); r.cpu!.burst = UInt64(max(v, 0)) }

@@ -51,27 +51,37 @@ func runFilter(_ prog: [UInt8], type: UInt32, major: UInt32, minor: UInt32, acce
     @Test func laterRulesWin() throws {
         let p = try prog([DeviceRule(allow: false, access: "rwm"),
                           DeviceRule(allow: true, type: "c", major: 10, minor: nil, access: "rwm"),
-                          DeviceRule(allow: false, type: "c", major: 10, minor: 200, access: "w")])
+                          DeviceRule(allow: false, type: "c", major: 10, minor: 229, access: "w")])
         #expect(runFilter(p, type: 2, major: 10, minor: 1, access: 6) == 1)
-        #expect(runFilter(p, type: 2, major: 10, minor: 200, access: 2) == 1)
-        #expect(runFilter(p, type: 2, major: 10, minor: 200, access: 6) == 0)
+        #expect(runFilter(p, type: 2, major: 10, minor: 229, access: 2) == 1)
+        #expect(runFilter(p, type: 2, major: 10, minor: 229, access: 6) == 0)
     }
 
     @Test func defaultAllowKeepsOnlyDenials() throws {
-        let eff = try DeviceFilter.effective([DeviceRule(allow: false, type: "c", major: 1, minor: 11, access: "rwm")], extra: [])
+        let eff = try DeviceFilter.effective([DeviceRule(allow: true, access: "rwm"),
+                                              DeviceRule(allow: false, type: "c", major: 1, minor: 11, access: "rwm")], extra: [])
         #expect(eff.defaultAllow)
         #expect(eff.rules.count == 1)
         let p = DeviceFilter.program(defaultAllow: eff.defaultAllow, rules: eff.rules)
         #expect(runFilter(p, type: 2, major: 1, minor: 11, access: 2) == 0)
         #expect(runFilter(p, type: 2, major: 8, minor: 0, access: 2) == 1)
+        // No rules at all: runc's default allow list, as with runc (its emulator starts
+        // from "deny all"), never the host's every device.
         let none = try DeviceFilter.effective([], extra: [])
-        #expect(none.defaultAllow && none.rules.isEmpty)
+        #expect(!none.defaultAllow && none.rules == DeviceFilter.defaults)
+        let q = DeviceFilter.program(defaultAllow: none.defaultAllow, rules: none.rules)
+        #expect(runFilter(q, type: 2, major: 1, minor: 11, access: 2) == 0)
+        #expect(runFilter(q, type: 1, major: 8, minor: 0, access: 2) == 0)
+        #expect(runFilter(q, type: 2, major: 1, minor: 3, access: 6) == 1)
+        #expect(runFilter(q, type: 2, major: 10, minor: 200, access: 6) == 1)
     }
 
     @Test func badRules() {
         #expect(throws: SpecError.self) { try DeviceFilter.effective([DeviceRule(allow: true, type: "x")], extra: []) }
         // An unknown access letter fails where the rule reaches the program (runc's emulator)...
-        #expect(throws: SpecError.self) { try DeviceFilter.effective([DeviceRule(allow: false, access: "rx")], extra: []) }
+        #expect(throws: SpecError.self) {
+            try DeviceFilter.effective([DeviceRule(allow: true), DeviceRule(allow: false, type: "c", access: "rx")], extra: [])
+        }
         #expect(throws: SpecError.self) {
             try DeviceFilter.effective([DeviceRule(allow: false), DeviceRule(allow: true, type: "c", major: 1, minor: 3, access: "rx")], extra: [])
         }
@@ -79,7 +89,11 @@ func runFilter(_ prog: [UInt8], type: UInt32, major: UInt32, minor: UInt32, acce
         // test writes "rwa"), an allowance under "allow all".
         let deny = try? DeviceFilter.effective([DeviceRule(allow: false), DeviceRule(allow: false, type: "c", major: 1, minor: 11, access: "rwa")], extra: [])
         #expect(deny?.rules.first?.access == 6)  // r and w; the "a" dropped
-        #expect((try? DeviceFilter.effective([DeviceRule(allow: true, access: "rx")], extra: [])) != nil)
+        #expect((try? DeviceFilter.effective([DeviceRule(allow: true), DeviceRule(allow: true, type: "b", access: "rx")], extra: [])) != nil)
+        // A rule for every device resets the mode whatever access it names, as in runc's
+        // emulator: no letter of it is ever used.
+        let reset = try? DeviceFilter.effective([DeviceRule(allow: true, access: "rx")], extra: [])
+        #expect(reset?.defaultAllow == true && reset?.rules.isEmpty == true)
     }
 
     @Test func conversions() {

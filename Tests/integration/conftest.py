@@ -24,6 +24,52 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BERTH = os.environ.get("BERTH") or os.path.join(REPO, ".build", "debug", "berth")
 CGROUP2 = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
 
+
+V1_SUBSYSTEMS = {"cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb", "net_cls",
+                 "net_prio", "perf_event", "freezer", "rdma", "name=systemd", "misc"}
+
+
+def v1_hierarchies():
+    """{subsystems joined with ",": mount point} for every mounted cgroup v1 hierarchy."""
+    out = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, post = line.split(" - ", 1)
+            fields = post.split()
+            if fields[0] != "cgroup":
+                continue
+            subs = [o for o in fields[2].split(",") if o in V1_SUBSYSTEMS]
+            if subs:
+                out.setdefault(",".join(subs), pre.split()[4])
+    return out
+
+
+# A v1 (or hybrid) host: /sys/fs/cgroup is not itself cgroup2, and Berth manages the v1
+# hierarchies there (as runc does); the VM is pure v2.
+CGROUP_V1 = not os.path.exists("/sys/fs/cgroup/cgroup.controllers") and bool(v1_hierarchies())
+CGROUP_ROOTS = [CGROUP2] + sorted(set(v1_hierarchies().values()))
+
+# A limit's file inside a container, as runc's "cgroup" mount shows it: the v2 name, or
+# the v1 hierarchy's file on a v1 host.
+V1_FILES = {"memory.max": "memory/memory.limit_in_bytes", "pids.max": "pids/pids.max",
+            "cpu.max": "cpu/cpu.cfs_quota_us", "cpu.weight": "cpu/cpu.shares"}
+
+
+def limit_file(name):
+    return "/sys/fs/cgroup/" + (V1_FILES[name] if CGROUP_V1 else name)
+
+
+def host_cgroup(pid, subsystem):
+    """A process's cgroup directory on the host: in the v1 hierarchy holding `subsystem`
+    on a v1 host, in the v2 hierarchy otherwise."""
+    for line in open(f"/proc/{pid}/cgroup").read().splitlines():
+        num, ctrls, path = line.split(":", 2)
+        if CGROUP_V1 and subsystem in ctrls.split(","):
+            return v1_hierarchies()[ctrls] + path
+        if not CGROUP_V1 and num == "0":
+            return CGROUP2 + path
+    raise AssertionError(f"process {pid} has no {subsystem} cgroup")
+
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_CHILD_SUBREAPER = 36
 libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -104,8 +150,11 @@ class Env:
             json.dump(cfg, f, indent=2)
         return d
 
+    def berth_cmd(self, *args, root=True):
+        return [BERTH] + (["--root", self.root] if root else []) + [str(a) for a in args]
+
     def berth(self, *args, check=True, timeout=30, root=True, **kw):
-        cmd = [BERTH] + (["--root", self.root] if root else []) + [str(a) for a in args]
+        cmd = self.berth_cmd(*args, root=root)
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         p = subprocess.run(cmd, timeout=timeout, **kw)
@@ -159,10 +208,11 @@ class Env:
         found = []
         if os.path.isdir(self.root) and os.listdir(self.root):
             found.append(f"state directories: {os.listdir(self.root)}")
-        for dirpath, dirnames, _ in os.walk(CGROUP2):
-            for d in dirnames:
-                if d.startswith(self.prefix):
-                    found.append(f"cgroup {os.path.join(dirpath, d)}")
+        for root in CGROUP_ROOTS:
+            for dirpath, dirnames, _ in os.walk(root):
+                for d in dirnames:
+                    if d.startswith(self.prefix):
+                        found.append(f"cgroup {os.path.join(dirpath, d)}")
         with open("/proc/self/mountinfo") as f:
             mounts = [l for l in f if self.tmp in l or self.rootfs in l]
         if mounts:

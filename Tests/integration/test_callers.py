@@ -1,6 +1,7 @@
 """Real callers of runc, pointed at Berth: Podman (through conmon) and containerd (its
-runc v2 shim). They need a pure cgroup v2 host with every controller, so they run in the
-VM (Scripts/vm); elsewhere, or without the Debian packages, they are skipped."""
+runc v2 shim), with limits. They run where limits work: in the VM (pure cgroup v2 with
+every controller, Scripts/vm) and on a cgroup v1 or hybrid host (this one); without the
+Debian packages they are skipped."""
 import json
 import os
 import shutil
@@ -10,10 +11,11 @@ import time
 
 import pytest
 
-from conftest import BERTH, CGROUP2, REPO, wait_for
+from conftest import BERTH, CGROUP2, CGROUP_V1, REPO, host_cgroup, limit_file, wait_for
 
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
 IN_VM = {"memory", "pids", "cpu"} <= CONTROLLERS and CGROUP2 == "/sys/fs/cgroup"
+LIMITS = IN_VM or CGROUP_V1
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,8 @@ def caller_rootfs():
 
 # ---- Podman ---------------------------------------------------------------------------
 
-needs_podman = pytest.mark.skipif(not (IN_VM and shutil.which("podman") and shutil.which("conmon")),
-                                  reason="needs Podman and a pure cgroup v2 host (run Scripts/vm)")
+needs_podman = pytest.mark.skipif(not (LIMITS and shutil.which("podman") and shutil.which("conmon")),
+                                  reason="needs Podman, and cgroup v1 or a full cgroup v2 (run Scripts/vm)")
 
 
 @pytest.fixture
@@ -37,19 +39,47 @@ def podman():
     base = ["podman", "--root", d + "/storage", "--runroot", d + "/run",
             "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
             "--runtime", BERTH]
+    # Podman asks for nofile and nproc limits above the hard ones; root here lacks
+    # CAP_SYS_RESOURCE to raise them (runc fails the same way), so `run` asks for less.
+    ulimits = [] if IN_VM else ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+    had_parent = {r for r in v1_roots() if os.path.isdir(r + "/libpod_parent")}
+    had_roots = set(v1_roots())
 
     def run(*args, check=False, timeout=120):
-        return subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout, check=check)
+        args = list(args)
+        if args and args[0] == "run":
+            args[1:1] = ulimits
+        return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout, check=check)
     yield run
     run("rm", "-af", "-t", "0")
     subprocess.run(["umount", "-R", d + "/storage"], capture_output=True)
     shutil.rmtree(d, ignore_errors=True)
+    # Podman's cgroupfs parent, in every hierarchy (and as a plain directory, with files,
+    # where a controller is not mounted: Podman makes /sys/fs/cgroup/hugetlb and the like
+    # in the tmpfs).
+    for r in v1_roots():
+        if r in had_parent or not os.path.isdir(r + "/libpod_parent"):
+            continue
+        if not os.path.ismount(r):
+            shutil.rmtree(r + "/libpod_parent", ignore_errors=True)
+            if r not in had_roots and not os.listdir(r):
+                os.rmdir(r)
+            continue
+        for top, dirs, _ in os.walk(r + "/libpod_parent", topdown=False):
+            try:
+                os.rmdir(top)
+            except OSError:
+                pass
+
+
+def v1_roots():
+    return [os.path.join("/sys/fs/cgroup", n) for n in os.listdir("/sys/fs/cgroup")] if CGROUP_V1 else []
 
 
 @needs_podman
 def test_podman_run_limits_and_exit_codes(podman, caller_rootfs):
     p = podman("run", "--rm", "--network", "none", "--memory", "64m", "--pids-limit", "50", "--rootfs", caller_rootfs,
-               "/bin/sh", "-c", "echo hello; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max")
+               "/bin/sh", "-c", f"echo hello; cat {limit_file('memory.max')} {limit_file('pids.max')}")
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["hello", "67108864", "50"]
     assert podman("run", "--rm", "--network", "none", "--rootfs", caller_rootfs, "/bin/sh", "-c", "exit 3").returncode == 3
@@ -82,8 +112,8 @@ def test_podman_lifecycle(podman, caller_rootfs):
 
 # ---- containerd ---------------------------------------------------------------------------
 
-needs_containerd = pytest.mark.skipif(not (IN_VM and shutil.which("containerd") and shutil.which("ctr")),
-                                      reason="needs containerd and a pure cgroup v2 host (run Scripts/vm)")
+needs_containerd = pytest.mark.skipif(not (LIMITS and shutil.which("containerd") and shutil.which("ctr")),
+                                      reason="needs containerd, and cgroup v1 or a full cgroup v2 (run Scripts/vm)")
 
 
 def oci_image(rootfs, out, name):
@@ -164,10 +194,20 @@ def test_containerd_run_with_limits(containerd):
     try:
         rows = [l.split() for l in containerd("task", "ls").stdout.splitlines()[1:]]
         pid = int([r for r in rows if r[0] == "c4"][0][1])
-        rel = [l for l in open(f"/proc/{pid}/cgroup").read().splitlines() if l.startswith("0::")][0][3:]
-        assert open(CGROUP2 + rel + "/memory.max").read().strip() == str(64 << 20)
-        # ctr 1.6 has no pids flag (Podman's test covers pids.max); its --cpus becomes cpu.max.
-        assert open(CGROUP2 + rel + "/cpu.max").read().strip() == "50000 100000"
+        # ctr 1.6 has no pids flag (Podman's test covers pids.max); its --cpus becomes the
+        # CFS quota.
+        if CGROUP_V1:
+            assert open(host_cgroup(pid, "memory") + "/memory.limit_in_bytes").read().strip() == str(64 << 20)
+            cpu = host_cgroup(pid, "cpu")
+            assert open(cpu + "/cpu.cfs_quota_us").read().strip() == "50000"
+            assert open(cpu + "/cpu.cfs_period_us").read().strip() == "100000"
+        else:
+            cg = host_cgroup(pid, "memory")
+            assert open(cg + "/memory.max").read().strip() == str(64 << 20)
+            assert open(cg + "/cpu.max").read().strip() == "50000 100000"
+        # The shim reads the container's cgroups for its metrics.
+        p = containerd("task", "metrics", "c4")
+        assert p.returncode == 0, p.stderr
     finally:
         containerd("task", "kill", "-s", "SIGKILL", "c4")
         wait_for(lambda: "STOPPED" in containerd("task", "ls").stdout, timeout=30)
@@ -182,7 +222,7 @@ def test_containerd_pids_limit_from_a_spec(containerd, caller_rootfs, tmp_path):
     d.mkdir()
     subprocess.run([BERTH, "spec", "--bundle", str(d)], check=True)
     spec = json.loads((d / "config.json").read_text())
-    spec["process"]["args"] = ["sh", "-c", "cat /sys/fs/cgroup/pids.max"]
+    spec["process"]["args"] = ["sh", "-c", f"cat {limit_file('pids.max')}"]
     spec["process"]["terminal"] = False
     spec["linux"]["resources"]["pids"] = {"limit": 42}
     spec["root"] = {"path": caller_rootfs, "readonly": True}
@@ -224,3 +264,22 @@ def test_containerd_exec_pause_kill(containerd):
         containerd("container", "delete", "c3")
     log = open(containerd.log).read()
     assert "unable to retrieve OCI runtime error" not in log
+
+
+@needs_containerd
+def test_containerd_cri_sandbox_cpu_shares(containerd):
+    # containerd's CRI puts cpu.shares 2 on every pod sandbox; on v1 it is written as is.
+    p = containerd(*run_args(containerd, "-d", "--cpu-shares", "2", containerd.image, "c6", "sleep", "300"))
+    assert p.returncode == 0, p.stderr
+    try:
+        rows = [l.split() for l in containerd("task", "ls").stdout.splitlines()[1:]]
+        pid = int([r for r in rows if r[0] == "c6"][0][1])
+        if CGROUP_V1:
+            assert open(host_cgroup(pid, "cpu") + "/cpu.shares").read().strip() == "2"
+        else:
+            assert open(host_cgroup(pid, "cpu") + "/cpu.weight").read().strip() == "1"
+    finally:
+        containerd("task", "kill", "-s", "SIGKILL", "c6")
+        wait_for(lambda: "STOPPED" in containerd("task", "ls").stdout, timeout=30)
+        containerd("task", "delete", "-f", "c6")
+        containerd("container", "delete", "c6")

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import BERTH
+from conftest import BERTH, CGROUP_V1, v1_hierarchies
 
 
 def test_version():
@@ -115,7 +115,11 @@ def test_bad_configs_name_the_field(env):
 
     def network(c):
         c["linux"]["resources"] = {"network": {"classID": 1}}
-    assert bad_config(env, network) == "config.json: linux.resources.network: only exists on cgroup v1; berth manages cgroup v2"
+    if CGROUP_V1:
+        if "net_cls" not in ",".join(v1_hierarchies()).split(","):
+            assert bad_config(env, network) == "config.json: linux.resources.network.classID: the cgroup v1 net_cls hierarchy is not mounted on this host"
+    else:
+        assert bad_config(env, network) == "config.json: linux.resources.network: only exists on cgroup v1; berth manages cgroup v2"
 
     def dup(c):
         c["linux"]["namespaces"].append({"type": "pid"})
@@ -188,8 +192,9 @@ def test_spec_writes_a_working_config(env, rootfs):
     assert cfg["process"]["terminal"] is True
     cfg["process"]["terminal"] = False  # no pty here: plain stdout
     cfg["root"]["path"] = rootfs
-    cfg["process"]["args"] = ["sh", "-c", "hostname; cat /sys/fs/cgroup/cgroup.controllers >/dev/null && echo cg; "
-                              "grep CapAmb /proc/self/status"]
+    # runc's "cgroup" mount: cgroup2 on a v2 host, the v1 hierarchies on a v1 one.
+    cfg["process"]["args"] = ["sh", "-c", "hostname; test -e /sys/fs/cgroup/cgroup.controllers -o -e /sys/fs/cgroup/pids/tasks"
+                              " && echo cg; grep CapAmb /proc/self/status"]
     with open(os.path.join(b, "config.json"), "w") as f:
         json.dump(cfg, f)
     p = env.berth("run", "--bundle", b, env.new_id(), check=False)

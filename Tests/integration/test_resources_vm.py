@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import BERTH, CGROUP2, wait_for
+from conftest import BERTH, CGROUP2, CGROUP_V1, wait_for
 
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
 needs = lambda *c: pytest.mark.skipif(not set(c) <= CONTROLLERS,
@@ -50,7 +50,7 @@ def test_memory_hog_is_oom_killed_and_reported(env):
         assert wait_for(lambda: "dd=137" in env.output(cid), timeout=30), env.output(cid)
         assert wait_for(lambda: "oom_kill 1" in read(cg + "/memory.events"), timeout=10)
         stats = json.loads(env.berth("events", "--stats", cid).stdout)
-        assert stats["data"]["memory"]["oom_kill"] >= 1
+        assert stats["data"]["memory"]["usage"]["failcnt"] >= 1
         env.berth("kill", "--all", cid, "KILL")
         lines = events.communicate(timeout=30)[0].splitlines()
     finally:
@@ -130,6 +130,7 @@ def test_other_knobs_reach_their_files(env):
     assert read(cg + "/io.weight").startswith("default 4950")
 
 
+@pytest.mark.skipif(CGROUP_V1, reason="a v1 host applies it (test_cgroup_v1.py)")
 def test_disable_oom_killer_is_refused_on_v2(env):
     def m(c):
         c["linux"]["resources"] = {"memory": {"limit": 64 << 20, "disableOOMKiller": True}}

@@ -20,41 +20,36 @@ extension Runtime {
     }
 
     func setFrozen(_ rec: ContainerRecord, _ frozen: Bool) throws(BerthError) {
-        guard let cg = rec.state.cgroup, FS.exists(cg + "/cgroup.freeze") else {
-            throw BerthError("cannot \(frozen ? "pause" : "resume"): the container has no cgroup v2 freezer")
-        }
-        let fd = open(cg + "/cgroup.freeze", O_WRONLY | O_CLOEXEC)
-        if fd < 0 { throw .sys("open \(cg)/cgroup.freeze") }
-        let ok = FS.writeAll(fd, [frozen ? 0x31 : 0x30])
-        let e = errno
-        close(fd)
-        if !ok { throw .sys("write \(cg)/cgroup.freeze", e) }
-        let want = frozen ? "frozen 1" : "frozen 0"
-        for _ in 0..<1000 {
-            if (FS.readString(cg + "/cgroup.events") ?? "").split(separator: "\n").contains(where: { $0 == want }) { return }
-            usleep(1000)
-        }
-        if frozen {
-            // Never leave a half-frozen container behind.
-            let fd = open(cg + "/cgroup.freeze", O_WRONLY | O_CLOEXEC)
-            if fd >= 0 { _ = FS.writeAll(fd, [0x30]); close(fd) }
-        }
-        throw BerthError("the cgroup did not become \(frozen ? "frozen" : "thawed") within a second")
+        let cgs = ContainerCgroups(rec.state)
+        if cgs.isEmpty { throw BerthError("cannot \(frozen ? "pause" : "resume"): the container has no cgroup") }
+        try cgs.setFrozen(frozen)
     }
 
-    /// Host pids of the container's processes.
+    /// Host pids of the container's processes, its sub-cgroups included.
     public func pids(id: String) throws(BerthError) -> [Int32] {
         let rec = try store.load(id)
         // As runc: a stopped container has what is left in its cgroup (usually nothing).
-        if let cg = rec.state.cgroup { return Cgroup.pids(cg) }
+        let cgs = ContainerCgroups(rec.state)
+        if !cgs.isEmpty { return cgs.pids() }
         return rec.status == .stopped ? [] : [rec.state.pid]
     }
 
-    /// `update`: new limits applied live. The device filter is replaced whole.
+    /// `update`: new limits applied live. On v2 the device filter is replaced whole; on v1
+    /// the devices controller moves to the new rules by the fewest writes.
     public func update(id: String, resources r: Resources) throws(BerthError) {
         let rec = try store.load(id)
         guard rec.status != .stopped else { throw BerthError("container not running") }
-        guard let cg = rec.state.cgroup, let mount = Cgroup.mountPoint() else {
+        let cgs = ContainerCgroups(rec.state)
+        if !cgs.v1.isEmpty {
+            var warnings: [String] = []
+            let hybrid = cgs.v2.flatMap { d in Cgroup.mountPoint().map { (dir: d, mount: $0) } }
+            do { try CgroupV1.apply(r, dirs: cgs.v1, hybridV2: hybrid, warnings: &warnings) } catch {
+                throw BerthError(error.message.replacingPrefix("config.json: ", with: ""))
+            }
+            for w in warnings { warn(w) }
+            return
+        }
+        guard let cg = cgs.v2, let mount = Cgroup.mountPoint() else {
             throw BerthError("the container has no cgroup to update")
         }
         let writes: [CgroupWrite]
@@ -124,7 +119,6 @@ enum Stats {
                                    ("limit", limit(number(cg + "/memory.max"))), ("failcnt", .int(Int64(events["max"] ?? 0)))])),
                 ("swap_usage", .object([("usage", .int(Int64(number(cg + "/memory.swap.current") ?? 0))),
                                         ("limit", limit(number(cg + "/memory.swap.max")))])),
-                ("oom_kill", .int(Int64(events["oom_kill"] ?? 0))),
                 ("raw", .object(stat.keys.sorted().map { ($0, .int(Int64(stat[$0]!))) })),
             ])))
         }
@@ -151,7 +145,7 @@ enum Stats {
             data.append(("blkio", .object([("ioServiceBytesRecursive", .array(bytes)), ("ioServicedRecursive", .array(ios))])))
         }
         var huge: [(String, JSON)] = []
-        for name in FS.listDirectory(cg) where name.hasPrefix("hugetlb.") && name.hasSuffix(".current") {
+        for name in FS.listDirectory(cg) where name.hasPrefix("hugetlb.") && name.hasSuffix(".current") && !name.contains(".rsvd.") {
             let size = String(name.dropFirst(8).dropLast(8))
             let events = keyValues(cg + "/hugetlb.\(size).events")
             huge.append((size, .object([("usage", .int(Int64(number(cg + "/" + name) ?? 0))),
@@ -167,30 +161,37 @@ extension Runtime {
     public func stats(id: String) throws(BerthError) -> String {
         let rec = try store.load(id)
         guard rec.status != .stopped else { throw BerthError("container not running") }
-        guard let cg = rec.state.cgroup else { throw BerthError("the container has no cgroup") }
-        return JSON.object([("type", .string("stats")), ("id", .string(id)), ("data", Stats.collect(cg))]).render(indent: nil)
+        let cgs = ContainerCgroups(rec.state)
+        if cgs.isEmpty { throw BerthError("the container has no cgroup") }
+        return JSON.object([("type", .string("stats")), ("id", .string(id)), ("data", cgs.stats())]).render(indent: nil)
     }
 
-    /// `events`: a stats line every interval and an "oom" line whenever memory.events
-    /// counts a new OOM kill, until the container stops.
+    /// `events`: a stats line every interval and an "oom" line whenever the OOM kill count
+    /// grows, until the container stops. An OOM kill that ends the container is still
+    /// reported: the count is read once more after the stop.
     public func events(id: String, intervalMs: Int, emit: (String) -> Void) throws(BerthError) {
         let rec = try store.load(id)
-        guard let cg = rec.state.cgroup else { throw BerthError("the container has no cgroup") }
-        var lastOOM = Stats.keyValues(cg + "/memory.events")["oom_kill"] ?? 0
+        let cgs = ContainerCgroups(rec.state)
+        if cgs.isEmpty { throw BerthError("the container has no cgroup") }
+        var lastOOM = cgs.oomKills()
         var sinceStats = intervalMs
         let tick = min(intervalMs, 100)
-        while rec.status != .stopped {
-            if sinceStats >= intervalMs {
-                emit(JSON.object([("type", .string("stats")), ("id", .string(id)), ("data", Stats.collect(cg))]).render(indent: nil))
-                sinceStats = 0
-            }
-            let oom = Stats.keyValues(cg + "/memory.events")["oom_kill"] ?? 0
+        func checkOOM() {
+            let oom = cgs.oomKills()
             if oom > lastOOM {
                 emit(JSON.object([("type", .string("oom")), ("id", .string(id))]).render(indent: nil))
                 lastOOM = oom
             }
+        }
+        while rec.status != .stopped {
+            if sinceStats >= intervalMs {
+                emit(JSON.object([("type", .string("stats")), ("id", .string(id)), ("data", cgs.stats())]).render(indent: nil))
+                sinceStats = 0
+            }
+            checkOOM()
             usleep(UInt32(tick) * 1000)
             sinceStats += tick
         }
+        checkOOM()
     }
 }

@@ -117,7 +117,7 @@ enum CgroupResources {
             out.append(CgroupWrite(controller: "hugetlb", file: "hugetlb.\(h.pageSize).rsvd.max", value: String(h.limit),
                                    path: "hugepageLimits[\(i)]", optional: true))
         }
-        if let n = r.network, !n.isEmptyRequest { throw v1Only("network") }
+        if let n = r.network, !n.isEmpty { throw v1Only("network") }
         for (dev, l) in (r.rdma ?? [:]).sorted(by: { $0.key < $1.key }) {
             var parts = [dev]
             if let h = l.hcaHandles { parts.append("hca_handle=\(h)") }

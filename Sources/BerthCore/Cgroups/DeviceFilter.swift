@@ -20,7 +20,9 @@ enum DeviceFilter {
     static let rwm: UInt32 = 7
 
     /// The devices every container may use, appended after the config's rules as runc
-    /// does: mknod of any node, and the standard nodes plus the terminals.
+    /// does (specconv.AllowedDevices): mknod of any node, the standard nodes, the
+    /// terminals and tun. Not the host's console (5:1): a container's /dev/console is its
+    /// own pty.
     static let defaults: [Rule] = [
         Rule(allow: true, type: 2, major: nil, minor: nil, access: 1),
         Rule(allow: true, type: 1, major: nil, minor: nil, access: 1),
@@ -30,9 +32,9 @@ enum DeviceFilter {
         Rule(allow: true, type: 2, major: 1, minor: 8, access: rwm),   // random
         Rule(allow: true, type: 2, major: 1, minor: 9, access: rwm),   // urandom
         Rule(allow: true, type: 2, major: 5, minor: 0, access: rwm),   // tty
-        Rule(allow: true, type: 2, major: 5, minor: 1, access: rwm),   // console
         Rule(allow: true, type: 2, major: 5, minor: 2, access: rwm),   // ptmx
         Rule(allow: true, type: 2, major: 136, minor: nil, access: rwm), // pts/*
+        Rule(allow: true, type: 2, major: 10, minor: 200, access: rwm), // net/tun
     ]
 
     static func rule(_ d: DeviceRule, index i: Int) throws(SpecError) -> Rule {
@@ -63,15 +65,19 @@ enum DeviceFilter {
                     access: access, badAccess: bad)
     }
 
-    /// The effective rule set, evaluated like runc's emulator: a rule for all devices with
-    /// all access resets the default and forgets earlier rules; otherwise later rules
-    /// override earlier ones. Starts from "allow everything", as the cgroup root does.
+    /// The effective rule set, evaluated like runc's emulator: a rule for all devices
+    /// resets the default and forgets earlier rules; otherwise later rules
+    /// override earlier ones. Starts from "deny everything", as runc's emulator does: a
+    /// config without device rules gets runc's default list, not every host device (with
+    /// CAP_MKNOD, "allow all" would let the container open the host's disks).
     static func effective(_ config: [DeviceRule], extra: [Rule]) throws(SpecError) -> (defaultAllow: Bool, rules: [Rule]) {
-        var defaultAllow = true
+        var defaultAllow = false
         var rules: [Rule] = []
         for (i, d) in config.enumerated() {
             let r = try rule(d, index: i)
-            if r.type == nil && r.major == nil && r.minor == nil && r.access == rwm {
+            // Type "a" (or none) is every device: in runc's emulator it resets the mode,
+            // whatever numbers and access it names.
+            if r.type == nil {
                 defaultAllow = r.allow
                 rules.removeAll()
             } else {

@@ -1,8 +1,8 @@
 import CBerth
 import Glibc
 
-/// The container's cgroup v2 directory: placement, freeze state and kill. Resource
-/// limits come with the full cgroup manager; until then `linux.resources` is refused.
+/// cgroup v2 directories: the hierarchy's mount point, paths, creation, limits,
+/// placement, freezing and kill.
 struct Cgroup {
     /// Where the cgroup2 hierarchy is mounted: /sys/fs/cgroup on a pure v2 host,
     /// /sys/fs/cgroup/unified on a hybrid one. The two usual places are checked with
@@ -161,31 +161,70 @@ struct Cgroup {
         }
     }
 
+    /// Moves `pid` into the cgroup (v1 or v2), in runc's words on failure (callers and its
+    /// tests match "adding pid").
     static func place(pid: Int32, in dir: String) throws(BerthError) {
         let fd = open(dir + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
-        if fd < 0 { throw .sys("open \(dir)/cgroup.procs") }
+        if fd < 0 { throw .sys("unable to join cgroups: adding pid \(pid) to cgroups: open \(dir)/cgroup.procs") }
         defer { close(fd) }
-        if !FS.writeAll(fd, Array(String(pid).utf8)) { throw .sys("add pid \(pid) to \(dir)") }
+        if !FS.writeAll(fd, Array(String(pid).utf8)) {
+            throw .sys("unable to join cgroups: adding pid \(pid) to cgroups: write \(dir)/cgroup.procs")
+        }
     }
 
     static func pids(_ dir: String) -> [Int32] {
         (FS.readString(dir + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
     }
 
-    /// Signals every process in the cgroup. SIGKILL goes through cgroup.kill where the
-    /// kernel has it (5.14+): atomic, and it reaches processes forked meanwhile.
-    static func signalAll(_ dir: String, signal sig: Int32) -> Bool {
-        if sig == SIGKILL {
-            let fd = open(dir + "/cgroup.kill", O_WRONLY | O_CLOEXEC)
-            if fd >= 0 {
-                let ok = FS.writeAll(fd, [0x31])
-                close(fd)
-                if ok { return true }
-            }
+    /// The processes of `dir` and of every cgroup below it.
+    static func collectPids(_ dir: String, into out: inout [Int32], depth: Int) {
+        out += pids(dir)
+        guard depth < 64 else { return }
+        for name in FS.listDirectory(dir) where FS.isDirectory(dir + "/" + name) {
+            collectPids(dir + "/" + name, into: &out, depth: depth + 1)
         }
+    }
+
+    /// SIGKILL for the whole subtree through cgroup.kill (cgroup v2, kernel 5.14+): atomic,
+    /// and it reaches processes forked meanwhile. False where there is no such file.
+    static func kill(_ dir: String) -> Bool {
+        let fd = open(dir + "/cgroup.kill", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        let ok = FS.writeAll(fd, [0x31])
+        close(fd)
+        return ok
+    }
+
+    /// Signals every process in the cgroup and below it.
+    static func signalAll(_ dir: String, signal sig: Int32) -> Bool {
+        if sig == SIGKILL && kill(dir) { return true }
+        var all: [Int32] = []
+        collectPids(dir, into: &all, depth: 0)
         var any = false
-        for p in pids(dir) where kill(p, sig) == 0 { any = true }
+        for p in all where Glibc.kill(p, sig) == 0 { any = true }
         return any
+    }
+
+    /// Freezes (or thaws) through cgroup.freeze, then waits until cgroup.events reports
+    /// the new state.
+    static func setFrozen(_ cg: String, _ frozen: Bool) throws(BerthError) {
+        let fd = open(cg + "/cgroup.freeze", O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw .sys("open \(cg)/cgroup.freeze") }
+        let ok = FS.writeAll(fd, [frozen ? 0x31 : 0x30])
+        let e = errno
+        close(fd)
+        if !ok { throw .sys("write \(cg)/cgroup.freeze", e) }
+        let want = frozen ? "frozen 1" : "frozen 0"
+        for _ in 0..<1000 {
+            if (FS.readString(cg + "/cgroup.events") ?? "").split(separator: "\n").contains(where: { $0 == want }) { return }
+            usleep(1000)
+        }
+        if frozen {
+            // Never leave a half-frozen container behind.
+            let fd = open(cg + "/cgroup.freeze", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 { _ = FS.writeAll(fd, [0x30]); close(fd) }
+        }
+        throw BerthError("the cgroup did not become \(frozen ? "frozen" : "thawed") within a second")
     }
 
     /// Removes every cgroup below `dir` (not `dir`), deepest first; their processes are
