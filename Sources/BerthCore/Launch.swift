@@ -10,6 +10,9 @@ struct Launcher {
     var cgroupDir: String?
     /// cgroup v1 directories the child joins (one per hierarchy) before it goes on.
     var v1Dirs: [String] = []
+    /// Runs with the child's pid before it is let go (the systemd driver puts it into
+    /// its unit there, and writes the limits and the device filter).
+    var beforeGo: ((Int32) throws(BerthError) -> Void)?
     /// Runs the prestart, createRuntime and createContainer hooks for init's pid while
     /// init waits before its root switch.
     var onHooks: ((Int32) throws(BerthError) -> Void)?
@@ -137,6 +140,7 @@ struct Launcher {
             // The child waits for the parent's go: it runs no code of the container before
             // it sits in every hierarchy.
             for d in v1Dirs { try Cgroup.place(pid: child, in: d) }
+            try beforeGo?(child)
             if !plan.stageMode && plan.newNamespaces.contains(.user) { try writeMaps(child) }
             // Inherited by init when it is forked from the first child.
             if let adj = plan.oomScoreAdj { try writeOomScoreAdj(child, adj) }

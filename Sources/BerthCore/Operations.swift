@@ -17,7 +17,12 @@ public struct CreateOptions {
 /// The lifecycle operations, each one call of the CLI.
 public struct Runtime {
     public var store: StateStore
-    public init(root: String) { store = StateStore(root: root) }
+    /// `--systemd-cgroup`: cgroups through systemd's transient units (Systemd.swift).
+    public var systemdCgroup: Bool
+    public init(root: String, systemdCgroup: Bool = false) {
+        store = StateStore(root: root)
+        self.systemdCgroup = systemdCgroup
+    }
 
     // MARK: create
 
@@ -109,13 +114,15 @@ public struct Runtime {
         var v1Dirs: [String: String] = [:]
         var cgroupMade: [String] = []
         var launched: Launcher.Launched?
+        var unit: Systemd.Unit?
+        var unitStarted = false
         func cleanup() {
             if let l = launched {
                 Glibc.kill(l.initPid, SIGKILL)
                 close(l.sync)
                 reap(l.initPid)
             }
-            ContainerCgroups(v2: cgroupDir, v1: v1Dirs).destroy(made: cgroupMade)
+            ContainerCgroups(v2: cgroupDir, v1: v1Dirs, systemdUnit: unitStarted ? unit?.name : nil).destroy(made: cgroupMade)
             store.remove(dir)
         }
         do throws(BerthError) {
@@ -144,7 +151,29 @@ public struct Runtime {
                     throw BerthError("config.json: linux.resources: no cgroup hierarchy is mounted on this host")
                 }
             }
-            if let mount = cgroupMount {
+            var systemd: DBusConnection?
+            var unitProperties: [Systemd.Property] = []
+            if systemdCgroup {
+                // runc's order: systemd first, then what kind of host.
+                if !Systemd.running { throw BerthError("systemd not running on this host, cannot use systemd cgroups manager") }
+                guard case .v2(let mount) = cgroupHost else {
+                    throw BerthError("--systemd-cgroup: the systemd cgroup driver on a cgroup v1 or hybrid host is not implemented yet (pure cgroup v2 only)")
+                }
+                let u = try Systemd.unit(cgroupsPath: spec.linux?.cgroupsPath, id: id, mount: mount)
+                let c = try Systemd.connect()
+                var version: Int?
+                let res = spec.linux?.resources ?? Resources()
+                do {
+                    unitProperties = try Systemd.properties(res) {
+                        if version == nil { version = Systemd.version(c) }
+                        return version!
+                    } + Systemd.annotationProperties(spec.annotations ?? [:])
+                } catch { throw BerthError(error.message) }
+                unit = u
+                systemd = c
+                cgroupDir = u.dir
+            }
+            if let mount = cgroupMount, unit == nil {
                 let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount)
                 cgroupDir = cg
                 if defaultPath { cgroupPlanned.append(mount + "/berth") }
@@ -165,13 +194,13 @@ public struct Runtime {
                 ociVersion: ociSpecVersion, id: id, pid: 0, startTime: 0,
                 bundle: bundle, rootfs: rootfs, created: WallClock.rfc3339(nanos: true),
                 annotations: spec.annotations, owner: "", cgroup: cgroupDir,
-                cgroupV1: v1Dirs.isEmpty ? nil : v1Dirs, cgroupCreated: cgroupPlanned,
+                cgroupV1: v1Dirs.isEmpty ? nil : v1Dirs, systemdUnit: unit?.name, cgroupCreated: cgroupPlanned,
                 creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
                 hooks: HookKind.allCases.contains { !hooks[$0].isEmpty } ? hooks : nil,
                 ownPidNamespace: plan.ownPidNamespace)
             try store.save(ContainerRecord(dir: dir, state: state))
             if !v1Dirs.isEmpty { cgroupMade = try CgroupV1.create(v1Dirs, hierarchies: hierarchies) }
-            if let cg = cgroupDir, let mount = cgroupMount {
+            if let cg = cgroupDir, let mount = cgroupMount, unit == nil {
                 cgroupMade += try Cgroup.create(cg, mount: mount)
                 if v1Dirs.isEmpty { Cgroup.delegateControllers(to: cg, mount: mount) }
             }
@@ -184,7 +213,7 @@ public struct Runtime {
                 try CgroupV1.apply(res, dirs: v1Dirs, hybridV2: cgroupDir.flatMap { d in cgroupMount.map { (dir: d, mount: $0) } },
                                    warnings: &warnings)
                 for w in warnings { warn(w) }
-            } else if let cg = cgroupDir, let mount = cgroupMount {
+            } else if let cg = cgroupDir, let mount = cgroupMount, unit == nil {
                 try Cgroup.apply(cgroupWrites, to: cg, mount: mount)
                 if let prog = deviceProgram { try DeviceFilter.attach(prog, cgroup: cg) }
             }
@@ -216,8 +245,24 @@ public struct Runtime {
                 try HookRunner.run(.createContainer, hooks[.createContainer], state: input, inContainerOf: pid,
                                    cwd: plan.pauseForHooks ? plan.rootfs : nil)
             }
-            var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: cgroupDir)
+            // Under systemd the cgroup exists only once the unit does, and the unit needs
+            // a process: init is born in Berth's cgroup and moved by systemd before it
+            // runs anything of the container's; limits and the device filter follow, as
+            // with cgroupfs before the clone.
+            var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: unit == nil ? cgroupDir : nil)
             launcher.v1Dirs = v1Dirs.keys.sorted().map { v1Dirs[$0]! }
+            if let u = unit, let c = systemd, case .v2(let mount) = cgroupHost {
+                let props = unitProperties
+                launcher.beforeGo = { (pid: Int32) throws(BerthError) -> Void in
+                    try Systemd.start(c, unit: u, description: "berth container \(id)", pid: pid, resources: props, extra: [])
+                    unitStarted = true
+                    guard FS.isDirectory(u.dir) else { throw BerthError("systemd unit \(u.name): no cgroup at \(u.dir)") }
+                    debug("systemd unit \(u.name) started, cgroup \(u.dir)")
+                    Cgroup.delegateControllers(to: u.dir, mount: mount)
+                    try Cgroup.apply(cgroupWrites, to: u.dir, mount: mount)
+                    if let prog = deviceProgram { try DeviceFilter.attach(prog, cgroup: u.dir) }
+                }
+            }
             launcher.consoleSocket = consoleSocket
             // A foreground terminal without a socket: Berth relays it (see run).
             launcher.relayTerminal = plan.terminal && o.consoleSocket == nil

@@ -28,6 +28,8 @@ public struct StoredState: Sendable {
     /// On a v1 or hybrid host: the container's directory in each v1 hierarchy, keyed by
     /// the hierarchy's subsystems ("cpu,cpuacct", "name=systemd").
     public var cgroupV1: [String: String]? = nil
+    /// Under the systemd driver: the transient unit (scope or slice) holding `cgroup`.
+    public var systemdUnit: String? = nil
     /// The cgroup directories Berth created for it (removed at delete), deepest last.
     public var cgroupCreated: [String]?
     /// While `create` runs (pid is 0 then): the creator, so a creator that died half-way
@@ -55,6 +57,7 @@ extension StoredState {
         owner = try r.optString("owner") ?? ""
         cgroup = try r.optString("cgroup")
         cgroupV1 = try r.optStringMap("cgroupV1")
+        systemdUnit = try r.optString("systemdUnit")
         cgroupCreated = try r.optStrings("cgroupCreated")
         creatorPid = try r.optInteger("creatorPid", Int32.self)
         creatorStartTime = try r.optInteger("creatorStartTime", UInt64.self)
@@ -72,6 +75,7 @@ extension StoredState {
         if let a = annotations { f.append(("annotations", .object(a.keys.sorted().map { ($0, s(a[$0]!)) }))) }
         if let c = cgroup { f.append(("cgroup", s(c))) }
         if let c = cgroupV1 { f.append(("cgroupV1", .object(c.keys.sorted().map { ($0, s(c[$0]!)) }))) }
+        if let u = systemdUnit { f.append(("systemdUnit", s(u))) }
         if let c = cgroupCreated { f.append(("cgroupCreated", .array(c.map(s)))) }
         if let c = creatorPid { f.append(("creatorPid", .int(Int64(c)))) }
         if let c = creatorStartTime { f.append(("creatorStartTime", .int(Int64(c)))) }
@@ -92,6 +96,7 @@ enum RecoveryRecord {
                                    ("ownPidNamespace", .bool(st.ownPidNamespace))]
         if let c = st.cgroup { f.append(("cgroup", .string(c))) }
         if let c = st.cgroupV1 { f.append(("cgroupV1", .object(c.keys.sorted().map { ($0, .string(c[$0]!)) }))) }
+        if let u = st.systemdUnit { f.append(("systemdUnit", .string(u))) }
         if let c = st.cgroupCreated { f.append(("cgroupCreated", .array(c.map { .string($0) }))) }
         // Longer than a link can hold (PATH_MAX): there is no recovery record then.
         _ = symlink(JSON.object(f).render(indent: nil), dir + "/" + name)
@@ -112,6 +117,7 @@ enum RecoveryRecord {
                              creatorStartTime: nil, hooks: nil,
                              ownPidNamespace: ((try? r.optBool("ownPidNamespace")) ?? nil) ?? false)
         st.cgroupV1 = (try? r.optStringMap("cgroupV1")) ?? nil
+        st.systemdUnit = (try? r.optString("systemdUnit")) ?? nil
         return st
     }
 }

@@ -102,7 +102,7 @@ global options:
    --log FILE              append errors to FILE (created at start-up)
    --log-format text|json  log line format (default text)
    --debug                 log debug messages
-   --systemd-cgroup        manage cgroups through systemd (not supported yet)
+   --systemd-cgroup        manage cgroups through systemd (pure cgroup v2 hosts)
    -v, --version           print the version
 
 """
@@ -252,9 +252,6 @@ func main() -> Int32 {
     if cmd == "help" { out(usage); return 0 }
 
     do throws(BerthError) {
-        if global.bool("systemd-cgroup") {
-            throw BerthError("--systemd-cgroup: systemd cgroup management is not supported by berth yet")
-        }
         if notYet.contains(cmd) {
             throw BerthError("\"\(cmd)\" is not supported by berth yet")
         }
@@ -273,7 +270,7 @@ func main() -> Int32 {
         do { f = try parseFlags(cmdArgs[...], specs) } catch { throw BerthError(error.message) }
         if f.bool("help") { out((commandHelp[cmd] ?? "") + "\n"); return 0 }
 
-        let rt = Runtime(root: global.string("root") ?? "/run/berth")
+        let rt = Runtime(root: global.string("root") ?? "/run/berth", systemdCgroup: global.bool("systemd-cgroup"))
         switch cmd {
         case "create", "run":
             let id = try exactly(1, cmd, f)[0]

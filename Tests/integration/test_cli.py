@@ -175,11 +175,6 @@ def test_checkpoint_help_is_unsupported(env):
     assert p.returncode != 0
 
 
-def test_systemd_cgroup_refused(env):
-    p = env.berth("--systemd-cgroup", "list", check=False)
-    assert p.returncode == 1 and "systemd" in p.stderr
-
-
 def test_spec_writes_a_working_config(env, rootfs):
     b = os.path.join(env.tmp, "specbundle")
     os.makedirs(b)

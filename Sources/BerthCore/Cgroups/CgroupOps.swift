@@ -64,6 +64,25 @@ extension Runtime {
                 program = DeviceFilter.program(defaultAllow: eff.defaultAllow, rules: eff.rules)
             }
         } catch { throw BerthError(error.description.replacingPrefix("config.json: ", with: "")) }
+        if let unit = cgs.systemdUnit {
+            // The unit's properties first (systemd rewrites the files from them whenever it
+            // re-applies the unit), then the files, as runc does. A quota or a period
+            // alone keeps the other one's current value.
+            var merged = r
+            if var cpu = merged.cpu, (cpu.quota ?? 0) != 0 || (cpu.period ?? 0) != 0 {
+                let now = (FS.readString(cg + "/cpu.max") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
+                if (cpu.quota ?? 0) == 0, let q = now.first { cpu.quota = q == "max" ? -1 : Int64(q) }
+                if (cpu.period ?? 0) == 0, now.count > 1 { cpu.period = UInt64(now[1]) }
+                merged.cpu = cpu
+            }
+            let c = try Systemd.connect()
+            var version: Int?
+            let props = try Systemd.properties(merged) {
+                if version == nil { version = Systemd.version(c) }
+                return version!
+            }
+            try Systemd.setProperties(c, unit: unit, props)
+        }
         do { try Cgroup.apply(writes, to: cg, mount: mount) } catch {
             throw BerthError(error.message.replacingPrefix("config.json: ", with: ""))
         }

@@ -30,9 +30,14 @@ enum CgroupHost {
 struct ContainerCgroups {
     var v2: String?
     var v1: [String: String]
+    /// Under the systemd driver: the unit whose cgroup `v2` is (systemd made it, and
+    /// stopping the unit removes it).
+    var systemdUnit: String?
 
-    init(v2: String?, v1: [String: String]?) { self.v2 = v2; self.v1 = v1 ?? [:] }
-    init(_ st: StoredState) { self.init(v2: st.cgroup, v1: st.cgroupV1) }
+    init(v2: String?, v1: [String: String]?, systemdUnit: String? = nil) {
+        self.v2 = v2; self.v1 = v1 ?? [:]; self.systemdUnit = systemdUnit
+    }
+    init(_ st: StoredState) { self.init(v2: st.cgroup, v1: st.cgroupV1, systemdUnit: st.systemdUnit) }
 
     var isEmpty: Bool { v2 == nil && v1.isEmpty }
     /// On v1 the freezer hierarchy decides "paused" (as with runc); else cgroup.freeze.
@@ -94,6 +99,16 @@ struct ContainerCgroups {
     /// Removes the directories Berth made (`made`, parents first), the container's own
     /// ones after their sub-cgroups; processes still inside are killed first.
     func destroy(made: [String]) {
+        if let unit = systemdUnit, let d = v2 {
+            // Stopping the unit kills what is left and removes its cgroup, delegated
+            // sub-cgroups included; where systemd cannot be reached, Berth removes it.
+            do {
+                let c = try Systemd.connect()
+                try Systemd.stop(c, unit: unit)
+            } catch { warn("\(error.message)") }
+            Cgroup.destroy(d, made: [d])
+            return
+        }
         // Only a freezer Berth made: a pre-existing frozen cgroup that failed a create
         // ("unexpectedly frozen") stays as its owner left it.
         if let f = freezer, made.contains(f), FS.isDirectory(f) { try? CgroupV1.thaw(f) }
