@@ -3,7 +3,8 @@ against the expected-failure list. Called by Scripts/conformance.
 
 usage: report.py WORKDIR EXPECTED WHERE RUNTIME... -- FILE.bats...
 WORKDIR/<runtime>/<file>.tap holds bats' TAP output for each file.
-EXPECTED lines: WHERE | FILE | TEST NAME | REASON   (WHERE: host, vm or both; # comments)
+EXPECTED lines: WHERE | FILE | TEST NAME | REASON   (WHERE: host, vm, systemd or both, which
+means everywhere; # comments)
 Exit status 1 when Berth fails a test that is not listed for WHERE, or passes one that is
 (unless its reason starts with "flaky": it may go either way, and says why).
 """
@@ -41,7 +42,7 @@ for n, line in enumerate(open(expected_path), 1):
     if not line or line.startswith("#"):
         continue
     parts = [p.strip() for p in line.split("|")]
-    if len(parts) != 4 or parts[0] not in ("host", "vm", "both") or not parts[3]:
+    if len(parts) != 4 or parts[0] not in ("host", "vm", "systemd", "both") or not parts[3]:
         sys.exit(f"{expected_path}:{n}: want WHERE | FILE | TEST NAME | REASON")
     if parts[0] in (where, "both"):
         expected[(parts[1], parts[2])] = parts[3]

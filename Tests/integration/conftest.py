@@ -47,6 +47,9 @@ def v1_hierarchies():
 # A v1 (or hybrid) host: /sys/fs/cgroup is not itself cgroup2, and Berth manages the v1
 # hierarchies there (as runc does); the VM is pure v2.
 CGROUP_V1 = not os.path.exists("/sys/fs/cgroup/cgroup.controllers") and bool(v1_hierarchies())
+# systemd is pid 1 on a pure cgroup v2 host (Scripts/vm --systemd): the callers then use
+# their default, systemd, cgroup driver and pass --systemd-cgroup to the runtime.
+SYSTEMD = os.path.isdir("/run/systemd/system") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 CGROUP_ROOTS = [CGROUP2] + sorted(set(v1_hierarchies().values()))
 
 # A limit's file inside a container, as runc's "cgroup" mount shows it: the v2 name, or

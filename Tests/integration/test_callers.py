@@ -1,7 +1,9 @@
 """Real callers of runc, pointed at Berth: Podman (through conmon) and containerd (its
 runc v2 shim), with limits. They run where limits work: in the VM (pure cgroup v2 with
 every controller, Scripts/vm) and on a cgroup v1 or hybrid host (this one); without the
-Debian packages they are skipped."""
+Debian packages they are skipped. With systemd as pid 1 (Scripts/vm --systemd) each caller
+runs in its default configuration there, the systemd cgroup driver, and the tests check
+that the container landed in the caller's systemd scope."""
 import json
 import os
 import shutil
@@ -11,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BERTH, CGROUP2, CGROUP_V1, REPO, host_cgroup, limit_file, wait_for
+from conftest import BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD, host_cgroup, limit_file, wait_for
 
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
 IN_VM = {"memory", "pids", "cpu"} <= CONTROLLERS and CGROUP2 == "/sys/fs/cgroup"
@@ -37,8 +39,10 @@ def podman():
     # Podman refuses a runroot longer than 50 characters: a short directory of our own.
     d = tempfile.mkdtemp(prefix="bp-", dir="/tmp")
     base = ["podman", "--root", d + "/storage", "--runroot", d + "/run",
-            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
-            "--runtime", BERTH]
+            "--storage-driver", "vfs", "--events-backend", "file", "--runtime", BERTH]
+    # Podman's own default (systemd) where systemd runs; cgroupfs elsewhere.
+    if not SYSTEMD:
+        base += ["--cgroup-manager", "cgroupfs"]
     # Podman asks for nofile and nproc limits above the hard ones; root here lacks
     # CAP_SYS_RESOURCE to raise them (runc fails the same way), so `run` asks for less.
     ulimits = [] if IN_VM else ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
@@ -78,10 +82,11 @@ def v1_roots():
 
 @needs_podman
 def test_podman_run_limits_and_exit_codes(podman, caller_rootfs):
-    p = podman("run", "--rm", "--network", "none", "--memory", "64m", "--pids-limit", "50", "--rootfs", caller_rootfs,
-               "/bin/sh", "-c", f"echo hello; cat {limit_file('memory.max')} {limit_file('pids.max')}")
+    p = podman("run", "--rm", "--network", "none", "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5",
+               "--rootfs", caller_rootfs, "/bin/sh", "-c",
+               f"echo hello; cat {limit_file('memory.max')} {limit_file('pids.max')} {limit_file('cpu.max')}")
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["hello", "67108864", "50"]
+    assert p.stdout.split() == ["hello", "67108864", "50", "50000"] + ([] if CGROUP_V1 else ["100000"])
     assert podman("run", "--rm", "--network", "none", "--rootfs", caller_rootfs, "/bin/sh", "-c", "exit 3").returncode == 3
     # Podman maps "executable file not found" / "no such file" to 127, "permission denied" to 126.
     assert podman("run", "--rm", "--network", "none", "--rootfs", caller_rootfs, "/nonexistent").returncode == 127
@@ -99,6 +104,11 @@ def test_podman_tty(podman, caller_rootfs):
 def test_podman_lifecycle(podman, caller_rootfs):
     p = podman("run", "-d", "--name", "bx", "--network", "none", "--rootfs", caller_rootfs, "/bin/sh", "-c", "sleep 300")
     assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    if SYSTEMD:
+        assert podman("info", "--format", "{{.Host.CgroupManager}}").stdout.strip() == "systemd"
+        pid = int(podman("inspect", "--format", "{{.State.Pid}}", "bx").stdout)
+        assert open(f"/proc/{pid}/cgroup").read().strip() == f"0::/machine.slice/libpod-{cid}.scope"
     p = podman("exec", "bx", "sh", "-c", "echo exec-ok; ps | grep -c sleep")
     assert p.returncode == 0 and "exec-ok" in p.stdout, p.stderr
     assert podman("pause", "bx").returncode == 0
@@ -178,18 +188,23 @@ def containerd(caller_rootfs):
     shutil.rmtree(d, ignore_errors=True)
 
 
-def run_args(ctr, *extra):
-    return ["run", "--snapshotter", "native", "--runtime", "io.containerd.runc.v2", "--runc-binary", BERTH] + list(extra)
+def run_args(ctr, *extra, cid=None):
+    """ctr run's flags. Where systemd runs, the shim's SystemdCgroup option (Kubernetes'
+    default, `--runc-systemd-cgroup` in ctr), which wants a slice:prefix:name path."""
+    args = ["run", "--snapshotter", "native", "--runtime", "io.containerd.runc.v2", "--runc-binary", BERTH]
+    if SYSTEMD:
+        args += ["--runc-systemd-cgroup", "--cgroup", f"system.slice:ctr:{cid}"]
+    return args + list(extra)
 
 
 @needs_containerd
 def test_containerd_run_with_limits(containerd):
-    p = containerd(*run_args(containerd, "--rm", containerd.image, "c1", "sh", "-c", "echo hello from containerd"))
+    p = containerd(*run_args(containerd, "--rm", containerd.image, "c1", "sh", "-c", "echo hello from containerd", cid="c1"))
     assert p.returncode == 0, p.stderr
     assert p.stdout == "hello from containerd\n"
     # Limits, checked from the host on a running task (ctr's default spec gives the
     # container no cgroup2 view of its own cgroup).
-    p = containerd(*run_args(containerd, "-d", "--memory-limit", str(64 << 20), "--cpus", "0.5", containerd.image, "c4", "sleep", "300"))
+    p = containerd(*run_args(containerd, "-d", "--memory-limit", str(64 << 20), "--cpus", "0.5", containerd.image, "c4", "sleep", "300", cid="c4"))
     assert p.returncode == 0, p.stderr
     try:
         rows = [l.split() for l in containerd("task", "ls").stdout.splitlines()[1:]]
@@ -203,6 +218,8 @@ def test_containerd_run_with_limits(containerd):
             assert open(cpu + "/cpu.cfs_period_us").read().strip() == "100000"
         else:
             cg = host_cgroup(pid, "memory")
+            if SYSTEMD:
+                assert cg == "/sys/fs/cgroup/system.slice/ctr-c4.scope"
             assert open(cg + "/memory.max").read().strip() == str(64 << 20)
             assert open(cg + "/cpu.max").read().strip() == "50000 100000"
         # The shim reads the container's cgroups for its metrics.
@@ -230,6 +247,10 @@ def test_containerd_pids_limit_from_a_spec(containerd, caller_rootfs, tmp_path):
     # With a spec file ctr takes only the container id: the root comes from the spec.
     args = ["run", "--runtime", "io.containerd.runc.v2", "--runc-binary", BERTH, "--rm",
             "--config", str(d / "config.json"), "c5"]
+    if SYSTEMD:
+        spec["linux"]["cgroupsPath"] = "system.slice:ctr:c5"
+        (d / "config.json").write_text(json.dumps(spec))
+        args[1:1] = ["--runc-systemd-cgroup", "--cgroup", "system.slice:ctr:c5"]
     p = containerd(*args)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "42"
@@ -240,7 +261,7 @@ def test_containerd_tty(containerd):
     # ctr -t wants a terminal of its own: it runs under a pty, as at a person's terminal.
     from test_terminal import run_in_pty
     args = ["ctr", "--address", containerd.address] + run_args(containerd, "--rm", "-t", containerd.image, "c2",
-                                                               "sh", "-c", "test -t 1 && echo tty-yes")
+                                                               "sh", "-c", "test -t 1 && echo tty-yes", cid="c2")
     out, status = run_in_pty([shutil.which("ctr")] + args[1:], timeout=60)
     assert status == 0, out
     assert "tty-yes" in out
@@ -248,7 +269,7 @@ def test_containerd_tty(containerd):
 
 @needs_containerd
 def test_containerd_exec_pause_kill(containerd):
-    p = containerd(*run_args(containerd, "-d", containerd.image, "c3", "sleep", "300"))
+    p = containerd(*run_args(containerd, "-d", containerd.image, "c3", "sleep", "300", cid="c3"))
     assert p.returncode == 0, p.stderr
     try:
         p = containerd("task", "exec", "--exec-id", "e1", "c3", "sh", "-c", "echo exec-ok")
@@ -269,7 +290,7 @@ def test_containerd_exec_pause_kill(containerd):
 @needs_containerd
 def test_containerd_cri_sandbox_cpu_shares(containerd):
     # containerd's CRI puts cpu.shares 2 on every pod sandbox; on v1 it is written as is.
-    p = containerd(*run_args(containerd, "-d", "--cpu-shares", "2", containerd.image, "c6", "sleep", "300"))
+    p = containerd(*run_args(containerd, "-d", "--cpu-shares", "2", containerd.image, "c6", "sleep", "300", cid="c6"))
     assert p.returncode == 0, p.stderr
     try:
         rows = [l.split() for l in containerd("task", "ls").stdout.splitlines()[1:]]

@@ -6,7 +6,9 @@ dockerd runs with its own data-root, exec-root and socket, `runtimes.berth` and
 `"default-runtime": "berth"` in its daemon.json, no default bridge and no iptables
 rules. On the host (hybrid cgroups) everything but the limits runs; `docker update` of
 limits needs the VM's pure cgroup v2 hierarchy (Scripts/vm), where the storage driver is vfs
-(the VM's root is an overlay already).
+(the VM's root is an overlay already). With systemd as pid 1 (Scripts/vm --systemd) dockerd
+keeps its default cgroup driver on cgroup v2, systemd, and the limits test checks the
+container's docker-<id>.scope.
 """
 import json
 import os
@@ -19,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH, CGROUP2, CGROUP_V1, REPO, limit_file, wait_for
+from conftest import BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD, limit_file, wait_for
 
 DOCKER = "/usr/bin/docker"  # Debian's client, whatever else is on PATH
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
@@ -94,6 +96,8 @@ def docker():
         assert wait_for(lambda: d("version").returncode == 0, timeout=120), open(log.name).read()[-3000:]
         info = json.loads(d("info", "--format", "{{json .}}", check=True).stdout)
         assert info["DefaultRuntime"] == "berth"
+        # Docker's own choice: systemd on cgroup v2 where systemd runs.
+        assert info["CgroupDriver"] == ("systemd" if SYSTEMD else "cgroupfs")
         rootfs = os.path.join(base, "rootfs")
         subprocess.run([os.path.join(REPO, "Scripts", "mkrootfs"), rootfs], check=True, capture_output=True)
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
@@ -281,6 +285,9 @@ def test_docker_update_limits(docker):
             # cgroup v1 has the quota alone (the period stays 100000).
             return f"{v} 100000" if CGROUP_V1 and path == "cpu.max" else v
         assert inside("memory.max") == str(32 << 20)
+        if SYSTEMD:
+            pid = docker("inspect", "--format", "{{.State.Pid}}", "limits", check=True).stdout.strip()
+            assert open(f"/proc/{pid}/cgroup").read().strip() == f"0::/system.slice/docker-{cid}.scope"
         # (Docker 20.10 leaves swap out of an update's resources: memory.swap.max stays.)
         p = docker("update", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50", "limits")
         assert p.returncode == 0, p.stderr
@@ -293,6 +300,10 @@ def test_docker_update_limits(docker):
         p = docker("stats", "--no-stream", "--format", "{{.MemUsage}} {{.PIDs}}", "limits", check=True)
         assert p.stdout.split()[2:] == ["64MiB", "1"], p.stdout
         assert docker.berth_state(cid)["status"] == "running"
+        assert docker("stop", "-t", "1", "limits").returncode == 0
+        assert docker("inspect", "--format", "{{.State.Status}}", "limits").stdout.strip() == "exited"
+        if SYSTEMD:
+            assert wait_for(lambda: not os.path.exists(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope"), 10)
     finally:
         docker("rm", "-f", "limits")
 

@@ -10,9 +10,8 @@ import subprocess
 
 import pytest
 
-from conftest import reap_all, wait_for
+from conftest import SYSTEMD, reap_all, wait_for
 
-SYSTEMD = os.path.isdir("/run/systemd/system") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 needs_systemd = pytest.mark.skipif(not SYSTEMD, reason="needs systemd as pid 1 on cgroup v2 (Scripts/vm --systemd)")
 
 
