@@ -185,3 +185,30 @@ def test_failed_create_leaves_no_unit(env):
     bad = systemd_bundle(env, ["true"], extra_mutate=lambda c: c["linux"].__setitem__("cgroupsPath", "nocolons"))
     p = detach_sd(env, bad, env.new_id(), "create")
     assert p.returncode == 1 and "slice:prefix:name" in p.stderr
+
+
+@needs_systemd
+def test_over_the_system_bus(env):
+    # Where systemd's private socket cannot be reached (not root, or covered, as here in a
+    # mount namespace of the test's own), Berth goes through the system bus: Hello, a match
+    # for JobRemoved and Subscribe (without it systemd sends the job's end to no one on the
+    # bus, and create would wait for it forever).
+    b = systemd_bundle(env, ["sleep", "60"], {"pids": {"limit": 30}})
+    cid = env.new_id()
+
+    def berth_on_bus(*args):
+        cmd = " ".join(["mount --bind /dev/null /run/systemd/private && exec"] + [f"'{a}'" for a in env.berth_cmd(*args)])
+        # The container's stdio is Berth's: files, so nothing waits on a pipe init holds.
+        with open(os.path.join(env.tmp, cid + ".out"), "w") as out, open(os.path.join(env.tmp, cid + ".err"), "w+") as err:
+            p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", cmd], stdin=subprocess.DEVNULL,
+                               stdout=out, stderr=err, timeout=60)
+            err.seek(0)
+            return p.returncode, err.read()
+    rc, err = berth_on_bus("--systemd-cgroup", "run", "-d", "--bundle", b, cid)
+    assert rc == 0, err
+    unit = f"{env.prefix}-sd.scope"
+    assert unit_prop(unit, "ActiveState") == "active"
+    assert unit_prop(unit, "TasksMax") == "30"
+    rc, err = berth_on_bus("delete", "--force", cid)
+    assert rc == 0, err
+    assert wait_for(lambda: not units_named(env.prefix), 10), units_named(env.prefix)

@@ -240,9 +240,12 @@ enum Systemd {
         }
         do {
             let c = try DBusConnection.open(busPath, bus: true)
-            // On the bus, systemd's JobRemoved reaches only those who ask for it.
+            // On the bus, JobRemoved reaches only those who ask for it: the bus routes
+            // signals to matching clients, and systemd emits them on the bus at all only
+            // while some client is subscribed (its private socket gets them always).
             try c.call(destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
                        member: "AddMatch", body: [.string("type='signal',sender='\(service)',path='\(object)',interface='\(manager)',member='JobRemoved'")])
+            try c.call(destination: service, path: object, interface: manager, member: "Subscribe")
             return c
         } catch {
             throw BerthError("failed to connect to systemd over D-Bus: \(first.map { $0.message + "; " } ?? "")\(error.message)")
