@@ -11,37 +11,39 @@ public struct JSONReader {
         guard case .object(let pairs) = value else {
             throw SpecError(file: file, path, "expected an object, found \(value.kindName)")
         }
+        // Keys match as Go's decoder (runc's) matches them to fields: exactly or ignoring
+        // ASCII case ("pagesize" for "pageSize"), every occurrence in order. So a key
+        // given twice ("cpu" and "CPU", as runc's own tests write with jq) is decoded
+        // twice into one field: objects merge (later keys win; here by chaining their
+        // pairs), null resets, anything else replaces.
         var d: [String: JSONValue] = [:]
-        for (k, v) in pairs { d[k] = v }
+        for (k, v) in pairs {
+            let key = JSONReader.asciiLowercased(k)
+            if case .object(let later) = v, case .object(let earlier)? = d[key] {
+                d[key] = .object(earlier + later)
+            } else {
+                d[key] = v
+            }
+        }
         self.value = value
         self.path = path
         self.file = file
         self.fields = d
     }
 
+    static func asciiLowercased(_ s: String) -> String {
+        guard s.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) else { return s }
+        return String(decoding: s.utf8.map { $0 >= 0x41 && $0 <= 0x5a ? $0 | 0x20 : $0 }, as: UTF8.self)
+    }
+
     func sub(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
 
     public func error(_ key: String, _ why: String) -> SpecError { SpecError(file: file, sub(key), why) }
 
-    /// The raw value, nil when absent or null. Keys match as Go's decoder matches them
-    /// (runc's): exactly, or else ignoring ASCII case ("pagesize" for "pageSize").
+    /// The raw value, nil when absent or null (see init for how keys match).
     public func raw(_ key: String) -> JSONValue? {
-        if let v = fields[key] { return v == .null ? nil : v }
-        guard case .object(let pairs) = value else { return nil }
-        let n = key.utf8.count
-        for (k, v) in pairs where k.utf8.count == n && JSONReader.equalIgnoringASCIICase(k, key) {
-            return v == .null ? nil : v
-        }
-        return nil
-    }
-
-    static func equalIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
-        for (x, y) in zip(a.utf8, b.utf8) where x != y {
-            let lx = x >= 0x41 && x <= 0x5a ? x | 0x20 : x
-            let ly = y >= 0x41 && y <= 0x5a ? y | 0x20 : y
-            if lx != ly { return false }
-        }
-        return true
+        guard let v = fields[JSONReader.asciiLowercased(key)] else { return nil }
+        return v == .null ? nil : v
     }
 
     public func has(_ key: String) -> Bool { raw(key) != nil }

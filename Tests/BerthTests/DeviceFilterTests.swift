@@ -134,6 +134,9 @@ func runFilter(_ prog: [UInt8], type: UInt32, major: UInt32, minor: UInt32, acce
         var c = Resources(); var cpu = CPUResources(); cpu.period = 50000; c.cpu = cpu
         #expect(try CgroupResources.writes(c, warnings: &warnings).map(\.value) == ["max 50000"])
         #expect(try CgroupResources.writes(c, currentQuota: "20000", warnings: &warnings).map(\.value) == ["20000 50000"])
+        // Only the quota: written alone, so the kernel keeps the period cpu.max has.
+        var qo = Resources(); var qcpu = CPUResources(); qcpu.quota = 600000; qo.cpu = qcpu
+        #expect(try CgroupResources.writes(qo, warnings: &warnings).map(\.value) == ["600000"])
         // Unlimited memory with swap unset: swap unlimited too; swap equal to memory: none.
         var m = Resources(); var mem = MemoryResources(); mem.limit = -1; m.memory = mem
         #expect(try CgroupResources.writes(m, warnings: &warnings).map { "\($0.file)=\($0.value)" } == ["memory.max=max", "memory.swap.max=max"])

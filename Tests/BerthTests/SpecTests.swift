@@ -110,6 +110,13 @@ func loadError(_ text: String) -> String? {
         let spec = try Spec.load(Array(text.utf8))
         #expect(spec.linux?.resources?.hugepageLimits?.first?.pageSize == "2MB")
         #expect(spec.process?.args == ["sh"])
+        // A key given twice in two cases ("cpu", then "CPU": runc's update.bats writes it so
+        // with jq) decodes into the one field twice, as in Go: objects merge, later wins,
+        // null resets.
+        let twice = validConfig.replacingFirst("{\"type\":\"uts\"}]", with: "{\"type\":\"uts\"}],\"resources\":{\"cpu\":{\"shares\":100,\"quota\":500000,\"cpus\":\"1\"},\"CPU\":{\"Cpus\":\"0\",\"Mems\":\"0\"},\"pids\":{\"limit\":5},\"Pids\":null}")
+        let r = try #require(try Spec.load(Array(twice.utf8)).linux?.resources)
+        #expect(r.cpu?.shares == 100 && r.cpu?.quota == 500000 && r.cpu?.cpus == "0" && r.cpu?.mems == "0")
+        #expect(r.pids == nil)
     }
 
     @Test func emptyRequestsOfLaterFeaturesAreAccepted() {

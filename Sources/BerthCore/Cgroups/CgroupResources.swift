@@ -67,7 +67,10 @@ enum CgroupResources {
             let quota = c.quota ?? 0, period = c.period ?? 0
             if quota != 0 || period != 0 {
                 let q = quota > 0 ? String(quota) : quota < 0 ? "max" : (currentQuota ?? "max")
-                add("cpu", "cpu.max", "\(q) \(period != 0 ? period : 100_000)", quota != 0 ? "cpu.quota" : "cpu.period")
+                // A quota alone is written alone: the kernel keeps the period cpu.max has
+                // (the default 100000 in a new cgroup), as runc keeps an updated
+                // container's period. "q 100000" would reset a period set earlier.
+                add("cpu", "cpu.max", period != 0 ? "\(q) \(period)" : q, quota != 0 ? "cpu.quota" : "cpu.period")
             }
             if let b = c.burst { add("cpu", "cpu.max.burst", String(b), "cpu.burst") }
             if let i = c.idle { add("cpu", "cpu.idle", String(i), "cpu.idle") }
