@@ -59,6 +59,11 @@ import Glibc
         #expect(u["MemoryHigh"] == .uint64(1000) && u["TasksMax"] == .uint64(.max))
         #expect(u["CPUQuotaPerSecUSec"] == .uint64(.max) && u["CPUQuotaPeriodUSec"] == .uint64(50000))
         #expect(u.count == 4)
+        // runc's test sets the cpuset through unified too: systemd's AllowedCPUs/MemoryNodes.
+        var cs = Resources()
+        cs.unified = ["cpuset.cpus": "0", "cpuset.mems": "0"]
+        let c = Dictionary(try Systemd.properties(cs) { 252 }, uniquingKeysWith: { a, _ in a })
+        #expect(c["AllowedCPUs"] == .array("y", [.byte(1)]) && c["AllowedMemoryNodes"] == .array("y", [.byte(1)]))
     }
 
     @Test func annotationsBecomeProperties() throws {

@@ -52,6 +52,16 @@ extension Runtime {
         guard let cg = cgs.v2, let mount = Cgroup.mountPoint() else {
             throw BerthError("the container has no cgroup to update")
         }
+        var r = r
+        if cgs.systemdUnit != nil, var cpu = r.cpu, (cpu.quota ?? 0) != 0 || (cpu.period ?? 0) != 0 {
+            // Under systemd the unit's properties and the files both need the quota and
+            // the period: a quota or a period alone keeps the other one's current value
+            // (systemd would reset the period of an unlimited quota to its default).
+            let now = (FS.readString(cg + "/cpu.max") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
+            if (cpu.quota ?? 0) == 0, let q = now.first { cpu.quota = q == "max" ? -1 : Int64(q) }
+            if (cpu.period ?? 0) == 0, now.count > 1 { cpu.period = UInt64(now[1]) }
+            r.cpu = cpu
+        }
         let writes: [CgroupWrite]
         var program: [UInt8]?
         do throws(SpecError) {
@@ -66,18 +76,10 @@ extension Runtime {
         } catch { throw BerthError(error.description.replacingPrefix("config.json: ", with: "")) }
         if let unit = cgs.systemdUnit {
             // The unit's properties first (systemd rewrites the files from them whenever it
-            // re-applies the unit), then the files, as runc does. A quota or a period
-            // alone keeps the other one's current value.
-            var merged = r
-            if var cpu = merged.cpu, (cpu.quota ?? 0) != 0 || (cpu.period ?? 0) != 0 {
-                let now = (FS.readString(cg + "/cpu.max") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
-                if (cpu.quota ?? 0) == 0, let q = now.first { cpu.quota = q == "max" ? -1 : Int64(q) }
-                if (cpu.period ?? 0) == 0, now.count > 1 { cpu.period = UInt64(now[1]) }
-                merged.cpu = cpu
-            }
+            // re-applies the unit), then the files, as runc does.
             let c = try Systemd.connect()
             var version: Int?
-            let props = try Systemd.properties(merged) {
+            let props = try Systemd.properties(r) {
                 if version == nil { version = Systemd.version(c) }
                 return version!
             }

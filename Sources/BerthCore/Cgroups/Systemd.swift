@@ -103,6 +103,12 @@ enum Systemd {
                              "memory.max": "MemoryMax", "memory.swap.max": "MemorySwapMax"]
                 guard let n = num(v) else { throw BerthError("config.json: linux.resources.unified.\(k): invalid value \"\(v)\"") }
                 out.append((names[k]!, n))
+            case "cpuset.cpus", "cpuset.mems":
+                let key = k == "cpuset.cpus" ? "AllowedCPUs" : "AllowedMemoryNodes"
+                guard let bits = cpuBits(v) else {
+                    throw BerthError("config.json: linux.resources.unified.\(k): invalid value \"\(v)\"")
+                }
+                if version() >= 244 { out.append((key, .array("y", bits.map { .byte($0) }))) }
             case "pids.max":
                 guard let n = num(v) else { throw BerthError("config.json: linux.resources.unified.\(k): invalid value \"\(v)\"") }
                 out.append(("TasksMax", n))
