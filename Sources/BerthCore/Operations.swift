@@ -161,14 +161,8 @@ public struct Runtime {
                 }
                 let u = try Systemd.unit(cgroupsPath: spec.linux?.cgroupsPath, id: id, mount: mount)
                 let c = try Systemd.connect()
-                var version: Int?
-                let res = spec.linux?.resources ?? Resources()
-                do {
-                    unitProperties = try Systemd.properties(res) {
-                        if version == nil { version = Systemd.version(c) }
-                        return version!
-                    } + Systemd.annotationProperties(spec.annotations ?? [:])
-                } catch { throw BerthError(error.message) }
+                unitProperties = try Systemd.properties(spec.linux?.resources ?? Resources(), on: c)
+                    + Systemd.annotationProperties(spec.annotations ?? [:])
                 unit = u
                 systemd = c
                 cgroupDir = u.dir
@@ -254,7 +248,7 @@ public struct Runtime {
             if let u = unit, let c = systemd, case .v2(let mount) = cgroupHost {
                 let props = unitProperties
                 launcher.beforeGo = { (pid: Int32) throws(BerthError) -> Void in
-                    try Systemd.start(c, unit: u, description: "berth container \(id)", pid: pid, resources: props, extra: [])
+                    try Systemd.start(c, unit: u, description: "berth container \(id)", pid: pid, resources: props)
                     unitStarted = true
                     guard FS.isDirectory(u.dir) else { throw BerthError("systemd unit \(u.name): no cgroup at \(u.dir)") }
                     debug("systemd unit \(u.name) started, cgroup \(u.dir)")

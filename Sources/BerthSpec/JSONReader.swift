@@ -5,7 +5,9 @@ public struct JSONReader {
     public let value: JSONValue
     public let path: String
     public let file: String
+    /// By exact key, or by lower-cased key when `folded` (some key repeats ignoring case).
     private let fields: [String: JSONValue]
+    private let folded: Bool
 
     public init(_ value: JSONValue, path: String = "", file: String = "config.json") throws(SpecError) {
         guard case .object(let pairs) = value else {
@@ -15,10 +17,19 @@ public struct JSONReader {
         // ASCII case ("pagesize" for "pageSize"), every occurrence in order. So a key
         // given twice ("cpu" and "CPU", as runc's own tests write with jq) is decoded
         // twice into one field: objects merge (later keys win; here by chaining their
-        // pairs), null resets, anything else replaces.
+        // pairs), null resets, anything else replaces. That needs keys folded to lower
+        // case; the common object, whose keys all differ even ignoring case, is kept by
+        // its exact keys, with no allocation per key or per lookup.
+        var repeats = false
+        find: for i in pairs.indices {
+            for j in pairs.startIndex..<i where JSONReader.equalIgnoringASCIICase(pairs[i].0, pairs[j].0) {
+                repeats = true
+                break find
+            }
+        }
         var d: [String: JSONValue] = [:]
         for (k, v) in pairs {
-            let key = JSONReader.asciiLowercased(k)
+            let key = repeats ? JSONReader.asciiLowercased(k) : k
             if case .object(let later) = v, case .object(let earlier)? = d[key] {
                 d[key] = .object(earlier + later)
             } else {
@@ -29,11 +40,22 @@ public struct JSONReader {
         self.path = path
         self.file = file
         self.fields = d
+        self.folded = repeats
     }
 
     static func asciiLowercased(_ s: String) -> String {
         guard s.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) else { return s }
         return String(decoding: s.utf8.map { $0 >= 0x41 && $0 <= 0x5a ? $0 | 0x20 : $0 }, as: UTF8.self)
+    }
+
+    static func equalIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
+        guard a.utf8.count == b.utf8.count else { return false }
+        for (x, y) in zip(a.utf8, b.utf8) where x != y {
+            let lx = x >= 0x41 && x <= 0x5a ? x | 0x20 : x
+            let ly = y >= 0x41 && y <= 0x5a ? y | 0x20 : y
+            if lx != ly { return false }
+        }
+        return true
     }
 
     func sub(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
@@ -42,8 +64,14 @@ public struct JSONReader {
 
     /// The raw value, nil when absent or null (see init for how keys match).
     public func raw(_ key: String) -> JSONValue? {
-        guard let v = fields[JSONReader.asciiLowercased(key)] else { return nil }
-        return v == .null ? nil : v
+        if folded {
+            guard let v = fields[JSONReader.asciiLowercased(key)] else { return nil }
+            return v == .null ? nil : v
+        }
+        if let v = fields[key] { return v == .null ? nil : v }
+        guard case .object(let pairs) = value else { return nil }
+        for (k, v) in pairs where JSONReader.equalIgnoringASCIICase(k, key) { return v == .null ? nil : v }
+        return nil
     }
 
     public func has(_ key: String) -> Bool { raw(key) != nil }

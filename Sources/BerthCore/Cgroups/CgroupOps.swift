@@ -53,21 +53,23 @@ extension Runtime {
             throw BerthError("the container has no cgroup to update")
         }
         var r = r
-        if cgs.systemdUnit != nil, var cpu = r.cpu, (cpu.quota ?? 0) != 0 || (cpu.period ?? 0) != 0 {
+        var cpuMax: [Substring] = []
+        if var cpu = r.cpu, (cpu.quota ?? 0) != 0 || (cpu.period ?? 0) != 0 {
+            cpuMax = (FS.readString(cg + "/cpu.max") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
             // Under systemd the unit's properties and the files both need the quota and
             // the period: a quota or a period alone keeps the other one's current value
             // (systemd would reset the period of an unlimited quota to its default).
-            let now = (FS.readString(cg + "/cpu.max") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
-            if (cpu.quota ?? 0) == 0, let q = now.first { cpu.quota = q == "max" ? -1 : Int64(q) }
-            if (cpu.period ?? 0) == 0, now.count > 1 { cpu.period = UInt64(now[1]) }
-            r.cpu = cpu
+            if cgs.systemdUnit != nil {
+                if (cpu.quota ?? 0) == 0, let q = cpuMax.first { cpu.quota = q == "max" ? -1 : Int64(q) }
+                if (cpu.period ?? 0) == 0, cpuMax.count > 1 { cpu.period = UInt64(cpuMax[1]) }
+                r.cpu = cpu
+            }
         }
         let writes: [CgroupWrite]
         var program: [UInt8]?
         do throws(SpecError) {
             var warnings: [String] = []
-            let quota = FS.readString(cg + "/cpu.max")?.split(separator: " ").first.map(String.init)
-            writes = try CgroupResources.writes(r, currentQuota: quota, warnings: &warnings)
+            writes = try CgroupResources.writes(r, currentQuota: cpuMax.first.map(String.init), warnings: &warnings)
             for w in warnings { warn(w) }
             if let d = r.devices {
                 let eff = try DeviceFilter.effective(d, extra: [])
@@ -78,12 +80,7 @@ extension Runtime {
             // The unit's properties first (systemd rewrites the files from them whenever it
             // re-applies the unit), then the files, as runc does.
             let c = try Systemd.connect()
-            var version: Int?
-            let props = try Systemd.properties(r) {
-                if version == nil { version = Systemd.version(c) }
-                return version!
-            }
-            try Systemd.setProperties(c, unit: unit, props)
+            try Systemd.setProperties(c, unit: unit, try Systemd.properties(r, on: c))
         }
         do { try Cgroup.apply(writes, to: cg, mount: mount) } catch {
             throw BerthError(error.message.replacingPrefix("config.json: ", with: ""))

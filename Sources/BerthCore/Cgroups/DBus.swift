@@ -166,25 +166,16 @@ struct DBusReader {
         defer { pos += n }
         return bytes[pos..<pos + n]
     }
-    mutating func u32() throws(Malformed) -> UInt32 {
-        try align(4)
-        let s = try take(4)
-        var v: UInt32 = 0
-        for (k, b) in s.enumerated() { v |= UInt32(b) << (little ? 8 * k : 8 * (3 - k)) }
-        return v
-    }
-    mutating func u64() throws(Malformed) -> UInt64 {
-        try align(8)
-        let s = try take(8)
+    /// An aligned unsigned integer of `n` bytes in the message's byte order.
+    mutating func fixed(_ n: Int) throws(Malformed) -> UInt64 {
+        try align(n)
         var v: UInt64 = 0
-        for (k, b) in s.enumerated() { v |= UInt64(b) << (little ? 8 * k : 8 * (7 - k)) }
+        for (k, b) in try take(n).enumerated() { v |= UInt64(b) << (little ? 8 * k : 8 * (n - 1 - k)) }
         return v
     }
-    mutating func u16() throws(Malformed) -> UInt16 {
-        try align(2)
-        let s = Array(try take(2))
-        return little ? UInt16(s[0]) | UInt16(s[1]) << 8 : UInt16(s[1]) | UInt16(s[0]) << 8
-    }
+    mutating func u16() throws(Malformed) -> UInt16 { UInt16(try fixed(2)) }
+    mutating func u32() throws(Malformed) -> UInt32 { UInt32(try fixed(4)) }
+    mutating func u64() throws(Malformed) -> UInt64 { try fixed(8) }
 
     mutating func read(_ sig: String, depth: Int = 0) throws(Malformed) -> DBusValue {
         let b = Array(sig.utf8)

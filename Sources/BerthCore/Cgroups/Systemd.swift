@@ -258,6 +258,15 @@ enum Systemd {
         }
     }
 
+    /// `properties` with systemd's version asked over `c`, once and only if needed.
+    static func properties(_ r: Resources, on c: DBusConnection) throws(BerthError) -> [Property] {
+        var version: Int?
+        return try properties(r) {
+            if version == nil { version = Systemd.version(c) }
+            return version!
+        }
+    }
+
     static func version(_ c: DBusConnection) -> Int {
         guard let r = try? c.call(destination: service, path: object, interface: "org.freedesktop.DBus.Properties",
                                   member: "Get", body: [.string(manager), .string("Version")]),
@@ -285,8 +294,8 @@ enum Systemd {
 
     /// Starts the transient unit with `pid` in it, as runc: a unit of that name left
     /// failed is reset and the start tried once more.
-    static func start(_ c: DBusConnection, unit: Unit, description: String, pid: Int32, resources: [Property],
-                      extra: [Property]) throws(BerthError) {
+    static func start(_ c: DBusConnection, unit: Unit, description: String, pid: Int32,
+                      resources: [Property]) throws(BerthError) {
         var props: [Property] = [("Description", .string(description))]
         if unit.isSlice {
             props.append(("Wants", .array("s", [.string(unit.slice)])))
@@ -298,7 +307,7 @@ enum Systemd {
         // Accounting always on: the same files exist as with cgroupfs.
         for a in ["MemoryAccounting", "CPUAccounting", "IOAccounting", "TasksAccounting"] { props.append((a, .bool(true))) }
         props.append(("DefaultDependencies", .bool(false)))
-        props += resources + extra
+        props += resources
         let body: [DBusValue] = [.string(unit.name), .string("replace"), .array("(sv)", props.map { prop($0.0, $0.1) }),
                                  .array("(sa(sv))", [])]
         for attempt in 0..<2 {
