@@ -132,6 +132,10 @@ public struct Runtime {
             let defaultPath = (spec.linux?.cgroupsPath ?? "").isEmpty
             switch cgroupHost {
             case .v2(let m): cgroupMount = m
+            case .v1(let hs, let unified) where systemdCgroup:
+                // The unit's directories are named once systemd is asked (below).
+                hierarchies = hs
+                cgroupMount = unified
             case .v1(let hs, let unified):
                 hierarchies = hs
                 cgroupMount = unified
@@ -153,19 +157,38 @@ public struct Runtime {
             }
             var systemd: DBusConnection?
             var unitProperties: [Systemd.Property] = []
+            var systemdDevices: [String]?
             if systemdCgroup {
                 // runc's order: systemd first, then what kind of host.
                 if !Systemd.running { throw BerthError("systemd not running on this host, cannot use systemd cgroups manager") }
-                guard case .v2(let mount) = cgroupHost else {
-                    throw BerthError("--systemd-cgroup: the systemd cgroup driver on a cgroup v1 or hybrid host is not implemented yet (pure cgroup v2 only)")
+                let u: Systemd.Unit
+                let c: DBusConnection
+                switch cgroupHost {
+                case .v2(let mount):
+                    u = try Systemd.unit(cgroupsPath: spec.linux?.cgroupsPath, id: id, mount: mount)
+                    c = try Systemd.connect()
+                    unitProperties = try Systemd.properties(spec.linux?.resources ?? Resources(), on: c)
+                    cgroupDir = u.dir
+                case .v1(let hs, let unified):
+                    // runc's legacy driver: the unit's path below every v1 hierarchy's mount
+                    // point (systemd makes it in those it manages, Berth in the others), and
+                    // in the unified hierarchy of a hybrid host, where systemd tracks it.
+                    u = try Systemd.unit(cgroupsPath: spec.linux?.cgroupsPath, id: id, mount: unified ?? "")
+                    for h in hs { v1Dirs[h.key] = h.mountpoint + u.path }
+                    cgroupDir = unified.map { $0 + u.path }
+                    c = try Systemd.connect()
+                    var res = spec.linux?.resources ?? Resources()
+                    res.devices = res.devices ?? []  // runc's defaults apply even without rules
+                    let target: DeviceEmulator
+                    do { target = try DeviceEmulator.target(res.devices!) } catch { throw BerthError("config.json: " + error.description) }
+                    unitProperties = try Systemd.v1Properties(res, devices: target, version: Systemd.versionOnce(c))
+                    systemdDevices = target.stateLines
+                case .none:
+                    throw BerthError("--systemd-cgroup: no cgroup hierarchy is mounted on this host")
                 }
-                let u = try Systemd.unit(cgroupsPath: spec.linux?.cgroupsPath, id: id, mount: mount)
-                let c = try Systemd.connect()
-                unitProperties = try Systemd.properties(spec.linux?.resources ?? Resources(), on: c)
-                    + Systemd.annotationProperties(spec.annotations ?? [:])
+                unitProperties += try Systemd.annotationProperties(spec.annotations ?? [:])
                 unit = u
                 systemd = c
-                cgroupDir = u.dir
             }
             if let mount = cgroupMount, unit == nil {
                 let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount)
@@ -192,15 +215,16 @@ public struct Runtime {
                 creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
                 hooks: HookKind.allCases.contains { !hooks[$0].isEmpty } ? hooks : nil,
                 ownPidNamespace: plan.ownPidNamespace)
+            state.systemdDevices = systemdDevices
             try store.save(ContainerRecord(dir: dir, state: state))
-            if !v1Dirs.isEmpty { cgroupMade = try CgroupV1.create(v1Dirs, hierarchies: hierarchies) }
+            if !v1Dirs.isEmpty && unit == nil { cgroupMade = try CgroupV1.create(v1Dirs, hierarchies: hierarchies) }
             if let cg = cgroupDir, let mount = cgroupMount, unit == nil {
                 cgroupMade += try Cgroup.create(cg, mount: mount)
                 if v1Dirs.isEmpty { Cgroup.delegateControllers(to: cg, mount: mount) }
             }
             // Limits and the device rules are in place before the clone: no code of the
             // container ever runs without them.
-            if !v1Dirs.isEmpty {
+            if !v1Dirs.isEmpty && unit == nil {
                 var res = spec.linux?.resources ?? Resources()
                 res.devices = res.devices ?? []  // runc's defaults apply even without rules
                 var warnings: [String] = []
@@ -244,8 +268,26 @@ public struct Runtime {
             // runs anything of the container's; limits and the device filter follow, as
             // with cgroupfs before the clone.
             var launcher = Launcher(plan: plan, stateDir: dir, cgroupDir: unit == nil ? cgroupDir : nil)
-            launcher.v1Dirs = v1Dirs.keys.sorted().map { v1Dirs[$0]! }
-            if let u = unit, let c = systemd, case .v2(let mount) = cgroupHost {
+            launcher.v1Dirs = unit != nil ? [] : v1Dirs.keys.sorted().map { v1Dirs[$0]! }
+            if let u = unit, let c = systemd, !v1Dirs.isEmpty {
+                let props = unitProperties
+                var res = spec.linux?.resources ?? Resources()
+                res.devices = res.devices ?? []
+                let hybrid = cgroupDir.flatMap { d in cgroupMount.map { (dir: d, mount: $0) } }
+                launcher.beforeGo = { (pid: Int32) throws(BerthError) -> Void in
+                    try Systemd.start(c, unit: u, description: "berth container \(id)", pid: pid, resources: props, legacy: true)
+                    unitStarted = true
+                    // runc's joinCgroups: the hierarchies systemd left alone get the
+                    // directory from Berth, and init joins every one but systemd's own.
+                    let join = v1Dirs.filter { $0.key != "name=systemd" }
+                    cgroupMade = try CgroupV1.create(join, hierarchies: hierarchies)
+                    for k in join.keys.sorted() { try Cgroup.place(pid: pid, in: join[k]!) }
+                    debug("systemd unit \(u.name) started, cgroups \(join.keys.sorted().map { join[$0]! }.joined(separator: " "))")
+                    var warnings: [String] = []
+                    try CgroupV1.apply(res, dirs: join, hybridV2: hybrid, warnings: &warnings)
+                    for w in warnings { warn(w) }
+                }
+            } else if let u = unit, let c = systemd, case .v2(let mount) = cgroupHost {
                 let props = unitProperties
                 launcher.beforeGo = { (pid: Int32) throws(BerthError) -> Void in
                     try Systemd.start(c, unit: u, description: "berth container \(id)", pid: pid, resources: props)

@@ -30,6 +30,9 @@ public struct StoredState: Sendable {
     public var cgroupV1: [String: String]? = nil
     /// Under the systemd driver: the transient unit (scope or slice) holding `cgroup`.
     public var systemdUnit: String? = nil
+    /// Under the systemd driver on cgroup v1: the device rules in force (DeviceEmulator's
+    /// stateLines), put back after systemd rewrites the devices cgroup on `update`.
+    public var systemdDevices: [String]? = nil
     /// The cgroup directories Berth created for it (removed at delete), deepest last.
     public var cgroupCreated: [String]?
     /// While `create` runs (pid is 0 then): the creator, so a creator that died half-way
@@ -58,6 +61,7 @@ extension StoredState {
         cgroup = try r.optString("cgroup")
         cgroupV1 = try r.optStringMap("cgroupV1")
         systemdUnit = try r.optString("systemdUnit")
+        systemdDevices = try r.optStrings("systemdDevices")
         cgroupCreated = try r.optStrings("cgroupCreated")
         creatorPid = try r.optInteger("creatorPid", Int32.self)
         creatorStartTime = try r.optInteger("creatorStartTime", UInt64.self)
@@ -76,6 +80,7 @@ extension StoredState {
         if let c = cgroup { f.append(("cgroup", s(c))) }
         if let c = cgroupV1 { f.append(("cgroupV1", .object(c.keys.sorted().map { ($0, s(c[$0]!)) }))) }
         if let u = systemdUnit { f.append(("systemdUnit", s(u))) }
+        if let d = systemdDevices { f.append(("systemdDevices", .array(d.map(s)))) }
         if let c = cgroupCreated { f.append(("cgroupCreated", .array(c.map(s)))) }
         if let c = creatorPid { f.append(("creatorPid", .int(Int64(c)))) }
         if let c = creatorStartTime { f.append(("creatorStartTime", .int(Int64(c)))) }

@@ -7,7 +7,8 @@ import Glibc
     @Test func cgroupsPathAsRuncReadsIt() throws {
         let m = "/sys/fs/cgroup"
         #expect(try Systemd.unit(cgroupsPath: "system.slice:docker:abc", id: "x", mount: m)
-                == Systemd.Unit(name: "docker-abc.scope", slice: "system.slice", dir: "/sys/fs/cgroup/system.slice/docker-abc.scope"))
+                == Systemd.Unit(name: "docker-abc.scope", slice: "system.slice", dir: "/sys/fs/cgroup/system.slice/docker-abc.scope",
+                                path: "/system.slice/docker-abc.scope"))
         // An empty slice is system.slice; an empty path gets Berth's own prefix.
         #expect(try Systemd.unit(cgroupsPath: ":libpod:c1", id: "x", mount: m).dir == "/sys/fs/cgroup/system.slice/libpod-c1.scope")
         #expect(try Systemd.unit(cgroupsPath: nil, id: "c2", mount: m).name == "berth-c2.scope")
@@ -64,6 +65,48 @@ import Glibc
         cs.unified = ["cpuset.cpus": "0", "cpuset.mems": "0"]
         let c = Dictionary(try Systemd.properties(cs) { 252 }, uniquingKeysWith: { a, _ in a })
         #expect(c["AllowedCPUs"] == .array("y", [.byte(1)]) && c["AllowedMemoryNodes"] == .array("y", [.byte(1)]))
+    }
+
+    @Test func legacyPropertiesAndDeviceRules() throws {
+        var r = Resources()
+        r.memory = MemoryResources()
+        r.memory!.limit = 64 << 20
+        r.cpu = CPUResources()
+        r.cpu!.shares = 512
+        r.blockIO = BlockIOResources()
+        r.blockIO!.weight = 0  // Docker's "unset"
+        r.pids = 40
+        let target = try DeviceEmulator.target([])
+        let procDevices = "Character devices:\n  1 mem\n  5 /dev/tty\n136 pts\n\nBlock devices:\n  8 sd\n"
+        let p = try Systemd.v1Properties(r, devices: nil) { 252 }
+        let d = Dictionary(p, uniquingKeysWith: { a, _ in a })
+        #expect(d["MemoryLimit"] == .uint64(64 << 20) && d["CPUShares"] == .uint64(512) && d["TasksMax"] == .uint64(40))
+        #expect(d["BlockIOWeight"] == nil && d["MemoryMax"] == nil && d["DevicePolicy"] == nil)
+        // runc's defaults as systemd names them: the pts group for 136:*, char-*/block-*.
+        let dev = Systemd.deviceProperties(target, version: 252, procDevices: procDevices)
+        #expect(dev.count == 3 && dev[0].0 == "DevicePolicy" && dev[0].1 == .string("strict"))
+        #expect(dev[1].0 == "DeviceAllow" && dev[1].1 == .array("(ss)", []))
+        guard case .array(_, let entries) = dev[2].1 else { Issue.record("no DeviceAllow list"); return }
+        let pairs = entries.compactMap { e -> String? in
+            guard case .structure(let f) = e, f.count == 2, let a = f[0].stringValue, let b = f[1].stringValue else { return nil }
+            return a + " " + b
+        }
+        #expect(pairs.contains("/dev/char/1:3 rwm") && pairs.contains("char-pts rwm") && pairs.contains("char-* m")
+                && pairs.contains("block-* m") && pairs.count == 11)
+        // Allow-all is systemd's "auto"; any other deny list is strict with nothing (Berth's
+        // own writes put the exceptions back).
+        var all = DeviceEmulator()
+        try all.apply(allow: true, key: nil, perms: DeviceEmulator.all)
+        #expect(Systemd.deviceProperties(all, version: 252, procDevices: "")[0].1 == .string("auto"))
+        try all.apply(allow: false, key: .init(type: UInt8(ascii: "c"), major: 1, minor: 11), perms: DeviceEmulator.all)
+        let deny = Systemd.deviceProperties(all, version: 252, procDevices: "")
+        #expect(deny.count == 2 && deny[0].1 == .string("strict") && deny[1].1 == .array("(ss)", []))
+        // The state keeps a deny list's exceptions, which devices.list cannot show.
+        #expect(DeviceEmulator.fromStateLines(all.stateLines) == all && all.stateLines == ["allow", "c 1:11 rwm"])
+        #expect(DeviceEmulator.fromStateLines(target.stateLines) == target)
+        var unified = Resources()
+        unified.unified = ["memory.max": "10"]
+        #expect(throws: BerthError.self) { try Systemd.v1Properties(unified, devices: nil) { 252 } }
     }
 
     @Test func annotationsBecomeProperties() throws {

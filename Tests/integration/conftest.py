@@ -50,6 +50,9 @@ CGROUP_V1 = not os.path.exists("/sys/fs/cgroup/cgroup.controllers") and bool(v1_
 # systemd is pid 1 on a pure cgroup v2 host (Scripts/vm --systemd): the callers then use
 # their default, systemd, cgroup driver and pass --systemd-cgroup to the runtime.
 SYSTEMD = os.path.isdir("/run/systemd/system") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+# systemd is pid 1, whichever cgroup layout (Scripts/vm --systemd [--hybrid]): Podman and
+# Kubernetes' containerd use the systemd driver then; Docker 20.10 only on cgroup v2.
+SYSTEMD_PID1 = os.path.isdir("/run/systemd/system")
 CGROUP_ROOTS = [CGROUP2] + sorted(set(v1_hierarchies().values()))
 
 # A limit's file inside a container, as runc's "cgroup" mount shows it: the v2 name, or

@@ -1,8 +1,10 @@
 """The systemd cgroup driver (--systemd-cgroup): the container in a transient scope that
 systemd creates over D-Bus, the limits as unit properties and in the files, checked from
-inside the container and through systemctl. Needs systemd as pid 1 on a pure cgroup v2
-host: `Scripts/vm --systemd -- Scripts/vm-guest-tests Tests/integration/test_systemd.py`.
-On a host without systemd, the driver's refusal is checked instead."""
+inside the container and through systemctl. Needs systemd as pid 1: on pure cgroup v2
+(`Scripts/vm --systemd -- Scripts/vm-guest-tests Tests/integration/test_systemd.py`) and
+on a hybrid host (`Scripts/vm --systemd --hybrid -- ...`), where the properties are v1's
+and Berth makes the directories systemd leaves alone. On a host without systemd, the
+driver's refusal is checked instead."""
 import json
 import os
 import shutil
@@ -10,9 +12,24 @@ import subprocess
 
 import pytest
 
-from conftest import SYSTEMD, reap_all, wait_for
+from conftest import CGROUP2, CGROUP_V1, limit_file, reap_all, v1_hierarchies, wait_for
 
-needs_systemd = pytest.mark.skipif(not SYSTEMD, reason="needs systemd as pid 1 on cgroup v2 (Scripts/vm --systemd)")
+SYSTEMD_HOST = os.path.isdir("/run/systemd/system")
+needs_systemd = pytest.mark.skipif(not SYSTEMD_HOST, reason="needs systemd as pid 1 (Scripts/vm --systemd [--hybrid])")
+
+
+def unit_dirs(unit):
+    """The unit's cgroup directories: one on cgroup v2; on v1, one per hierarchy and the
+    one in the unified hierarchy of a hybrid host."""
+    dirs = [f"{CGROUP2}/system.slice/{unit}"] if os.path.isdir(CGROUP2) else []
+    if CGROUP_V1:
+        dirs += [f"{mp}/system.slice/{unit}" for mp in v1_hierarchies().values()]
+    return dirs
+
+
+def cgroup_paths(pid):
+    """The cgroup paths in /proc/PID/cgroup, one per hierarchy."""
+    return {l.split(":", 2)[2] for l in open(f"/proc/{pid}/cgroup").read().splitlines()}
 
 
 def unit_prop(unit, prop):
@@ -31,7 +48,8 @@ def systemd_bundle(env, args, resources=None, path=True, extra_mutate=None):
             c["linux"]["cgroupsPath"] = f"system.slice:{env.prefix}:sd"
         c["linux"]["resources"] = resources or {}
         c["mounts"].append({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "nodev", "noexec"]})
-        c["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup2", "source": "cgroup", "options": ["ro", "nosuid", "nodev", "noexec"]})
+        c["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup" if CGROUP_V1 else "cgroup2", "source": "cgroup",
+                            "options": ["ro", "nosuid", "nodev", "noexec"]})
         if extra_mutate:
             extra_mutate(c)
     return env.bundle(args, mutate=m)
@@ -55,7 +73,7 @@ def detach_sd(env, bundle, cid, *cmd):
 
 
 def test_refused_clearly_without_systemd(env):
-    if SYSTEMD:
+    if SYSTEMD_HOST:
         pytest.skip("systemd runs here")
     b = env.bundle(["true"])
     cid = env.new_id()
@@ -76,26 +94,37 @@ def test_scope_with_limits_inside_and_in_systemd(env):
     assert p.returncode == 0, p.stderr
     unit = f"{env.prefix}-sd.scope"
     assert unit_prop(unit, "ActiveState") == "active"
-    assert unit_prop(unit, "MemoryMax") == str(64 << 20)
-    assert unit_prop(unit, "MemoryLow") == str(32 << 20)
+    if CGROUP_V1:
+        # runc's legacy properties, and the device rules (systemd rewrites the devices
+        # cgroup from them).
+        assert unit_prop(unit, "MemoryLimit") == str(64 << 20)
+        assert unit_prop(unit, "CPUShares") == "512"
+        assert unit_prop(unit, "DevicePolicy") == "strict"
+        assert "/dev/char/1:3 rwm" in unit_prop(unit, "DeviceAllow")
+    else:
+        assert unit_prop(unit, "MemoryMax") == str(64 << 20)
+        assert unit_prop(unit, "MemoryLow") == str(32 << 20)
+        assert unit_prop(unit, "CPUWeight") == "20"  # runc's conversion of 512 shares
     assert unit_prop(unit, "TasksMax") == "40"
-    assert unit_prop(unit, "CPUWeight") == "20"  # runc's conversion of 512 shares
     assert unit_prop(unit, "CPUQuotaPerSecUSec") == "500ms"
     assert unit_prop(unit, "Delegate") == "yes"
     assert unit_prop(unit, "Slice") == "system.slice"
     # From inside: the container's own cgroup (cgroup namespace) has the limits.
-    r = env.berth("exec", cid, "sh", "-c",
-                  "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu.weight")
-    lines = r.stdout.splitlines()
-    assert lines[0] == str(64 << 20) and lines[1] == "40" and lines[2] == "50000 100000" and lines[3] == "20", lines
+    r = env.berth("exec", cid, "cat", limit_file("memory.max"), limit_file("pids.max"), limit_file("cpu.max"),
+                  limit_file("cpu.weight"))
+    want = [str(64 << 20), "40", "50000", "512"] if CGROUP_V1 else [str(64 << 20), "40", "50000 100000", "20"]
+    assert r.stdout.splitlines() == want
     pid = env.state(cid)["pid"]
-    assert open(f"/proc/{pid}/cgroup").read().strip() == f"0::/system.slice/{unit}"
+    # In the scope in every hierarchy (on v1, Berth joins those systemd leaves alone).
+    assert cgroup_paths(pid) == {f"/system.slice/{unit}"}, open(f"/proc/{pid}/cgroup").read()
     # exec'd processes land in the scope too.
     r = env.berth("exec", cid, "cat", "/proc/self/cgroup")
-    assert r.stdout.strip() == "0::/"
+    assert {l.split(":", 2)[2] for l in r.stdout.splitlines()} == {"/"}, r.stdout
+    dirs = unit_dirs(unit)
+    assert dirs and all(os.path.isdir(d) for d in dirs), dirs
     env.berth("delete", "--force", cid)
     assert wait_for(lambda: not units_named(env.prefix), 10), units_named(env.prefix)
-    assert not os.path.exists(f"/sys/fs/cgroup/system.slice/{unit}")
+    assert not [d for d in dirs if os.path.exists(d)]
 
 
 @needs_systemd
@@ -121,16 +150,20 @@ def test_update_pause_kill_all_and_device_filter(env):
     assert k.returncode != 0 and "not permitted" in k.stderr + k.stdout, k
     assert env.berth("exec", cid, "head", "-c1", "/dev/zero", check=False).returncode == 0
     env.berth("update", "--memory", "128m", "--pids-limit", "30", "--cpu-quota", "20000", cid)
-    assert unit_prop(unit, "MemoryMax") == str(128 << 20)
+    assert unit_prop(unit, "MemoryLimit" if CGROUP_V1 else "MemoryMax") == str(128 << 20)
     assert unit_prop(unit, "TasksMax") == "30"
     assert unit_prop(unit, "CPUQuotaPerSecUSec") == "200ms"
-    r = env.berth("exec", cid, "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/cpu.max")
-    assert r.stdout.splitlines() == [str(128 << 20), "30", "20000 100000"]
+    r = env.berth("exec", cid, "cat", limit_file("memory.max"), limit_file("pids.max"), limit_file("cpu.max"))
+    assert r.stdout.splitlines() == [str(128 << 20), "30", "20000" if CGROUP_V1 else "20000 100000"]
     k = env.berth("exec", cid, "head", "-c0", "/kmsg-node", check=False)
     assert k.returncode != 0 and "not permitted" in k.stderr + k.stdout, k
+    assert env.berth("exec", cid, "head", "-c1", "/dev/zero", check=False).returncode == 0
     env.berth("pause", cid)
     assert env.state(cid)["status"] == "paused"
-    assert open(f"/sys/fs/cgroup/system.slice/{unit}/cgroup.freeze").read().strip() == "1"
+    if CGROUP_V1:
+        assert open(f"{v1_hierarchies()['freezer']}/system.slice/{unit}/freezer.state").read().strip() == "FROZEN"
+    else:
+        assert open(f"/sys/fs/cgroup/system.slice/{unit}/cgroup.freeze").read().strip() == "1"
     env.berth("resume", cid)
     assert env.state(cid)["status"] == "running"
     env.berth("exec", "-d", cid, "sleep", "50", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, capture_output=False)
@@ -141,6 +174,42 @@ def test_update_pause_kill_all_and_device_filter(env):
     # pid 1 of its namespace, finishes exiting only then.
     assert wait_for(lambda: reap_all() or env.state(cid)["status"] == "stopped", 10)
     env.berth("delete", cid)
+    assert wait_for(lambda: not units_named(env.prefix), 10), units_named(env.prefix)
+
+
+@needs_systemd
+def test_device_rules_survive_daemon_reload(env):
+    # On cgroup v1 systemd writes the unit's devices cgroup from DevicePolicy/DeviceAllow
+    # whenever it applies the unit again: after a daemon-reload, a unit created without
+    # them would have "a *:* rwm" there, every host device open to the container. Berth
+    # gives systemd the container's rules (runc's defaults here), as runc does.
+    rootfs = os.path.join(env.tmp, "rootfs")
+    shutil.copytree(env.rootfs, rootfs, symlinks=True)
+    os.mknod(os.path.join(rootfs, "kmsg-node"), 0o666 | 0o020000, os.makedev(1, 11))
+
+    def m(c):
+        c["root"]["path"] = rootfs
+        c["process"]["capabilities"] = {k: ["CAP_SYSLOG"] for k in ("bounding", "effective", "permitted")}
+    b = systemd_bundle(env, ["sleep", "60"], {"memory": {"limit": 64 << 20}}, extra_mutate=m)
+    cid = env.new_id()
+    p = detach_sd(env, b, cid)
+    assert p.returncode == 0, p.stderr
+    unit = f"{env.prefix}-sd.scope"
+
+    def check():
+        k = env.berth("exec", cid, "head", "-c0", "/kmsg-node", check=False)
+        assert k.returncode != 0 and "not permitted" in k.stderr + k.stdout, k
+        assert env.berth("exec", cid, "sh", "-c", "echo x > /dev/null && head -c1 /dev/zero", check=False).returncode == 0
+    check()
+    subprocess.run(["systemctl", "daemon-reload"], check=True, capture_output=True)
+    assert unit_prop(unit, "ActiveState") == "active"
+    check()
+    env.berth("update", "--memory", "96m", cid)
+    check()
+    if CGROUP_V1:
+        listed = open(f"{v1_hierarchies()['devices']}/system.slice/{unit}/devices.list").read()
+        assert "a *:* rwm" not in listed and "c 1:3 rwm" in listed, listed
+    env.berth("delete", "--force", cid)
     assert wait_for(lambda: not units_named(env.prefix), 10), units_named(env.prefix)
 
 

@@ -41,6 +41,7 @@ extension Runtime {
         guard rec.status != .stopped else { throw BerthError("container not running") }
         let cgs = ContainerCgroups(rec.state)
         if !cgs.v1.isEmpty {
+            if let unit = cgs.systemdUnit { try updateUnitV1(rec, unit, cgs, r) }
             var warnings: [String] = []
             let hybrid = cgs.v2.flatMap { d in Cgroup.mountPoint().map { (dir: d, mount: $0) } }
             do { try CgroupV1.apply(r, dirs: cgs.v1, hybridV2: hybrid, warnings: &warnings) } catch {
@@ -86,6 +87,39 @@ extension Runtime {
             throw BerthError(error.message.replacingPrefix("config.json: ", with: ""))
         }
         if let p = program { try DeviceFilter.attach(p, cgroup: cg) }
+    }
+}
+
+extension Runtime {
+    /// The unit's properties under the systemd driver on a v1 host, before the files (as
+    /// runc). systemd rewrites the devices cgroup on any change, denying everything first,
+    /// then allowing what DeviceAllow lists; a deny list's exceptions it cannot hold at
+    /// all. So the container is frozen meanwhile (unless it is paused already), and
+    /// Berth puts the rules in force back before it thaws: none of its processes sees a
+    /// device it may use refused, or one it may not use allowed.
+    func updateUnitV1(_ rec: ContainerRecord, _ unit: String, _ cgs: ContainerCgroups, _ r: Resources) throws(BerthError) {
+        var devices = rec.state.systemdDevices.flatMap(DeviceEmulator.fromStateLines)
+        if let d = r.devices {
+            do { devices = try DeviceEmulator.target(d) } catch { throw BerthError(error.description) }
+        }
+        let c = try Systemd.connect()
+        let props: [Systemd.Property]
+        do { props = try Systemd.v1Properties(r, devices: devices, version: Systemd.versionOnce(c)) } catch {
+            throw BerthError(error.message.replacingPrefix("config.json: ", with: ""))
+        }
+        let f = cgs.freezer.flatMap { FS.isDirectory($0) ? $0 : nil }
+        let thaw = f.map { !CgroupV1.isFrozen($0) } ?? false
+        if let f, thaw { try CgroupV1.freeze(f) }
+        defer { if let f, thaw { try? CgroupV1.thaw(f) } }
+        try Systemd.setProperties(c, unit: unit, props)
+        if let d = devices, let dir = CgroupV1.dir(cgs.v1, "devices") {
+            try CgroupV1.applyDevices(d, dir: dir)
+        }
+        if r.devices != nil, let d = devices {
+            var st = rec.state
+            st.systemdDevices = d.stateLines
+            try store.save(ContainerRecord(dir: rec.dir, state: st))
+        }
     }
 }
 

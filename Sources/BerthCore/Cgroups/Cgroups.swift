@@ -99,14 +99,20 @@ struct ContainerCgroups {
     /// Removes the directories Berth made (`made`, parents first), the container's own
     /// ones after their sub-cgroups; processes still inside are killed first.
     func destroy(made: [String]) {
-        if let unit = systemdUnit, let d = v2 {
-            // Stopping the unit kills what is left and removes its cgroup, delegated
-            // sub-cgroups included; where systemd cannot be reached, Berth removes it.
+        if let unit = systemdUnit {
+            // A frozen v1 freezer (Berth's, systemd leaves that hierarchy alone) would keep
+            // the processes from dying while systemd stops the unit.
+            if let f = freezer, FS.isDirectory(f) { try? CgroupV1.thaw(f) }
+            // Stopping the unit kills what is left and removes its cgroups, delegated
+            // sub-cgroups included; Berth removes the rest: the v1 hierarchies systemd
+            // does not manage, and everything where systemd cannot be reached.
             do {
                 let c = try Systemd.connect()
                 try Systemd.stop(c, unit: unit)
             } catch { warn("\(error.message)") }
-            Cgroup.destroy(d, made: [d])
+            for d in v1.values.sorted() where FS.isDirectory(d) { Cgroup.destroy(d, made: [d]) }
+            if let d = v2 { Cgroup.destroy(d, made: [d]) }
+            CgroupV1.destroy(made)
             return
         }
         // Only a freezer Berth made: a pre-existing frozen cgroup that failed a create

@@ -41,27 +41,50 @@ struct DeviceEmulator: Equatable {
         return "\(Character(UnicodeScalar(k.type))) \(n(k.major)):\(n(k.minor)) \(permString(perms))"
     }
 
+    /// The whole state as lines, for state.json: the mode ("allow" or "deny" by default),
+    /// then each exception as a devices.list line. Unlike devices.list, this keeps a deny
+    /// list's exceptions.
+    var stateLines: [String] {
+        [defaultAllow ? "allow" : "deny"] + DeviceEmulator.ordered(rules).map { DeviceEmulator.text($0.0, $0.1) }
+    }
+
+    static func fromStateLines(_ lines: [String]) -> DeviceEmulator? {
+        guard let mode = lines.first, mode == "allow" || mode == "deny" else { return nil }
+        var e = DeviceEmulator(defaultAllow: mode == "allow", rules: [:])
+        for line in lines.dropFirst() {
+            guard let (key, perms) = try? parseLine(Substring(line)), let key else { return nil }
+            e.rules[key] = perms
+        }
+        return e
+    }
+
+    /// One devices.list line: its pattern (nil for "a") and access.
+    static func parseLine(_ line: Substring) throws(Failure) -> (Key?, UInt8) {
+        let f = line.split(whereSeparator: { $0 == " " || $0 == ":" })
+        guard f.count == 4, let t = f[0].utf8.first else { throw .message("malformed devices.list rule \"\(line)\"") }
+        if t == UInt8(ascii: "a") { return (nil, all) }
+        guard t == UInt8(ascii: "b") || t == UInt8(ascii: "c") else { throw .message("devices.list: unknown device type in \"\(line)\"") }
+        func num(_ s: Substring) -> Int64? { s == "*" ? -1 : UInt32(s).map(Int64.init) }
+        guard let major = num(f[1]), let minor = num(f[2]) else { throw .message("devices.list: bad device number in \"\(line)\"") }
+        var p: UInt8 = 0
+        for c in f[3] {
+            switch c {
+            case "r": p |= read
+            case "w": p |= write
+            case "m": p |= mknod
+            default: throw .message("devices.list: unknown access in \"\(line)\"")
+            }
+        }
+        return (Key(type: t, major: major, minor: minor), p)
+    }
+
     /// The state `devices.list` describes: "a *:* rwm" alone means allow everything;
     /// anything else is an allow list.
     static func fromList(_ list: String) throws(Failure) -> DeviceEmulator {
         var e = DeviceEmulator()
         for line in list.split(separator: "\n") where !line.isEmpty {
-            let f = line.split(whereSeparator: { $0 == " " || $0 == ":" })
-            guard f.count == 4, let t = f[0].utf8.first else { throw .message("malformed devices.list rule \"\(line)\"") }
-            if t == UInt8(ascii: "a") { try e.apply(allow: true, key: nil, perms: all); continue }
-            guard t == UInt8(ascii: "b") || t == UInt8(ascii: "c") else { throw .message("devices.list: unknown device type in \"\(line)\"") }
-            func num(_ s: Substring) -> Int64? { s == "*" ? -1 : UInt32(s).map(Int64.init) }
-            guard let major = num(f[1]), let minor = num(f[2]) else { throw .message("devices.list: bad device number in \"\(line)\"") }
-            var p: UInt8 = 0
-            for c in f[3] {
-                switch c {
-                case "r": p |= read
-                case "w": p |= write
-                case "m": p |= mknod
-                default: throw .message("devices.list: unknown access in \"\(line)\"")
-                }
-            }
-            try e.apply(allow: true, key: Key(type: t, major: major, minor: minor), perms: p)
+            let (key, perms) = try parseLine(line)
+            try e.apply(allow: true, key: key, perms: perms)
         }
         return e
     }
@@ -99,7 +122,7 @@ struct DeviceEmulator: Equatable {
     }
 
     /// Exceptions in runc's order: by major, minor, then type.
-    private static func ordered(_ r: [Key: UInt8]) -> [(Key, UInt8)] {
+    static func ordered(_ r: [Key: UInt8]) -> [(Key, UInt8)] {
         r.map { ($0.key, $0.value) }.sorted { a, b in
             (a.0.major, a.0.minor, a.0.type) < (b.0.major, b.0.minor, b.0.type)
         }

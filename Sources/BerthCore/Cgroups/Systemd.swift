@@ -21,6 +21,8 @@ enum Systemd {
         var slice: String
         /// The unit's cgroup directory.
         var dir: String
+        /// Its path inside a hierarchy ("/system.slice/x.scope"): the same in every one.
+        var path: String
         var isSlice: Bool { name.hasSuffix(".slice") }
     }
 
@@ -43,7 +45,8 @@ enum Systemd {
             throw BerthError("config.json: linux.cgroupsPath: invalid unit name \"\(unitName)\"")
         }
         let parent = try expandSlice(slice)
-        return Unit(name: unitName, slice: slice, dir: mount + (parent == "/" ? "" : parent) + "/" + unitName)
+        let path = (parent == "/" ? "" : parent) + "/" + unitName
+        return Unit(name: unitName, slice: slice, dir: mount + path, path: path)
     }
 
     /// systemd's slice nesting: "a-b-c.slice" lives in /a.slice/a-b.slice/a-b-c.slice.
@@ -127,6 +130,89 @@ enum Systemd {
             }
         }
         return out
+    }
+
+    /// The unit's properties on a cgroup v1 or hybrid host, runc's legacy set: the device
+    /// rules (below), MemoryLimit, CPUShares, the quota, BlockIOWeight, TasksMax and the
+    /// cpuset. `devices` is the devices controller's target: the config's rules on create,
+    /// the new ones or what devices.list holds now on update.
+    static func v1Properties(_ r: Resources, devices: DeviceEmulator?, version: () -> Int) throws(BerthError) -> [Property] {
+        if let u = r.unified, !u.isEmpty {
+            throw BerthError("config.json: linux.resources.unified: invalid configuration: cannot use unified on cgroup v1")
+        }
+        var out: [Property] = []
+        if let d = devices { out += deviceProperties(d, version: version()) }
+        if let m = r.memory?.limit, m != 0 { out.append(("MemoryLimit", .uint64(m == -1 ? .max : UInt64(m)))) }
+        if let s = r.cpu?.shares, s != 0 { out.append(("CPUShares", .uint64(s))) }
+        cpuQuota(&out, quota: r.cpu?.quota ?? 0, period: r.cpu?.period ?? 0, version: version)
+        if let w = r.blockIO?.weight, w != 0 { out.append(("BlockIOWeight", .uint64(UInt64(w)))) }
+        if let p = r.pids, p > 0 || p == -1 { out.append(("TasksMax", .uint64(p == -1 ? .max : UInt64(p)))) }
+        for (key, list) in [("AllowedCPUs", r.cpu?.cpus), ("AllowedMemoryNodes", r.cpu?.mems)] {
+            guard let list, !list.isEmpty else { continue }
+            guard let bits = cpuBits(list) else {
+                throw BerthError("config.json: linux.resources.cpu.\(key == "AllowedCPUs" ? "cpus" : "mems"): invalid list \"\(list)\"")
+            }
+            if version() >= 244 { out.append((key, .array("y", bits.map { .byte($0) }))) }
+        }
+        return out
+    }
+
+    /// The device rules as systemd's DevicePolicy and DeviceAllow. On cgroup v1 systemd
+    /// rewrites the unit's devices.allow/deny from these whenever it applies the unit
+    /// again (a daemon-reload, any SetUnitProperties): without them it would write
+    /// "a *:* rwm" there, and every device on the host would be open to the container.
+    /// systemd keeps only allow lists, so: allow-all maps to "auto" with no rules; any
+    /// other deny list to "strict" with none (Berth's own writes then put the exceptions
+    /// back, as runc's do, with a warning); an allow list to its rules, where systemd can
+    /// name them: /dev/char/M:m, a /proc/devices group for M:*, char-* for *:*. A *:m rule
+    /// has no systemd form: it is left to the cgroup files, with a warning.
+    static func deviceProperties(_ e: DeviceEmulator, version: Int,
+                                 procDevices: String? = FS.readString("/proc/devices")) -> [Property] {
+        let empty: DBusValue = .array("(ss)", [])
+        if e.defaultAllow {
+            if e.rules.isEmpty { return [("DevicePolicy", .string("auto")), ("DeviceAllow", empty)] }
+            warn("systemd doesn't support blacklist device rules -- applying temporary deny-all rule")
+            return [("DevicePolicy", .string("strict")), ("DeviceAllow", empty)]
+        }
+        var entries: [DBusValue] = []
+        for (k, perms) in DeviceEmulator.ordered(e.rules) {
+            let kind = k.type == UInt8(ascii: "b") ? "block" : "char"
+            let path: String
+            if k.major < 0 {
+                guard k.minor < 0 else {
+                    warn("systemd doesn't support '*:n' device rules -- temporarily ignoring rule: \(DeviceEmulator.text(k, perms))")
+                    continue
+                }
+                path = kind + "-*"
+            } else if k.minor < 0 {
+                guard let g = deviceGroup(block: k.type == UInt8(ascii: "b"), major: k.major, procDevices: procDevices ?? "") else {
+                    warn("could not find device group for '\(kind)/\(k.major)' in /proc/devices -- temporarily ignoring rule: \(DeviceEmulator.text(k, perms))")
+                    continue
+                }
+                path = kind + "-" + g
+            } else {
+                path = "/dev/\(kind)/\(k.major):\(k.minor)"
+                // Before 240 systemd stat()ed the path and dropped rules for absent nodes.
+                if version < 240 && !FS.exists(path) { continue }
+            }
+            entries.append(.structure([.string(path), .string(DeviceEmulator.permString(perms))]))
+        }
+        return [("DevicePolicy", .string("strict")), ("DeviceAllow", empty), ("DeviceAllow", .array("(ss)", entries))]
+    }
+
+    /// The name /proc/devices gives a major number under "Character devices:" or "Block
+    /// devices:" (the first, where several share it).
+    static func deviceGroup(block: Bool, major: Int64, procDevices: String) -> String? {
+        var inBlock = false
+        for line in procDevices.split(separator: "\n") {
+            let t = trim(String(line))
+            if t == "Block devices:" { inBlock = true; continue }
+            if t == "Character devices:" { inBlock = false; continue }
+            guard inBlock == block else { continue }
+            let f = t.split(separator: " ", maxSplits: 1)
+            if f.count == 2, Int64(f[0]) == major { return String(f[1]) }
+        }
+        return nil
     }
 
     /// runc's CPUQuotaPerSecUSec: quota per second of CPU, rounded up to whole 10 ms
@@ -260,10 +346,15 @@ enum Systemd {
 
     /// `properties` with systemd's version asked over `c`, once and only if needed.
     static func properties(_ r: Resources, on c: DBusConnection) throws(BerthError) -> [Property] {
-        var version: Int?
-        return try properties(r) {
-            if version == nil { version = Systemd.version(c) }
-            return version!
+        try properties(r, version: versionOnce(c))
+    }
+
+    /// systemd's version, asked over `c` the first time it is needed.
+    static func versionOnce(_ c: DBusConnection) -> () -> Int {
+        var v: Int?
+        return {
+            if v == nil { v = version(c) }
+            return v!
         }
     }
 
@@ -295,7 +386,7 @@ enum Systemd {
     /// Starts the transient unit with `pid` in it, as runc: a unit of that name left
     /// failed is reset and the start tried once more.
     static func start(_ c: DBusConnection, unit: Unit, description: String, pid: Int32,
-                      resources: [Property]) throws(BerthError) {
+                      resources: [Property], legacy: Bool = false) throws(BerthError) {
         var props: [Property] = [("Description", .string(description))]
         if unit.isSlice {
             props.append(("Wants", .array("s", [.string(unit.slice)])))
@@ -304,8 +395,10 @@ enum Systemd {
             props.append(("Delegate", .bool(true)))
         }
         props.append(("PIDs", .array("u", [.uint32(UInt32(pid))])))
-        // Accounting always on: the same files exist as with cgroupfs.
-        for a in ["MemoryAccounting", "CPUAccounting", "IOAccounting", "TasksAccounting"] { props.append((a, .bool(true))) }
+        // Accounting always on: the same files exist as with cgroupfs (v1 names blkio's).
+        for a in ["MemoryAccounting", "CPUAccounting", legacy ? "BlockIOAccounting" : "IOAccounting", "TasksAccounting"] {
+            props.append((a, .bool(true)))
+        }
         props.append(("DefaultDependencies", .bool(false)))
         props += resources
         let body: [DBusValue] = [.string(unit.name), .string("replace"), .array("(sv)", props.map { prop($0.0, $0.1) }),
