@@ -24,12 +24,14 @@ public enum DefaultSpec {
             mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
             mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
         ]
+        // runc's rootless spec: /sys bound from the host (a user namespace cannot mount
+        // sysfs without its own network namespace), the cgroup mount kept.
         if rootless {
             mounts.append(mount("/sys", "none", "/sys", ["rbind", "nosuid", "noexec", "nodev", "ro"]))
         } else {
             mounts.append(mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]))
-            mounts.append(mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]))
         }
+        mounts.append(mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]))
         var nsNames = ["pid", "ipc", "uts", "mount"]
         if cb_fs_magic("/sys/fs/cgroup") == 0x63677270 { nsNames.append("cgroup") }  // runc: IsCgroup2UnifiedMode
         var namespaces: [JSON] = nsNames.map { .object([("type", s($0))]) }
@@ -42,7 +44,10 @@ public enum DefaultSpec {
         } else {
             namespaces.insert(.object([("type", s("network"))]), at: 1)
         }
-        linux.append(("resources", .object([("devices", .array([.object([("allow", .bool(false)), ("access", s("rwm"))])]))])))
+        // runc's rootless spec has no resources: an unprivileged user may own no cgroup.
+        if !rootless {
+            linux.append(("resources", .object([("devices", .array([.object([("allow", .bool(false)), ("access", s("rwm"))])]))])))
+        }
         linux.append(("namespaces", .array(namespaces)))
         linux.append(("maskedPaths", strings(DefaultSpec.maskedPaths)))
         linux.append(("readonlyPaths", strings(DefaultSpec.readonlyPaths)))

@@ -225,6 +225,16 @@ def test_spec_rootless_is_valid(env, rootfs):
     cfg = json.load(open(os.path.join(b, "config.json")))
     assert {"type": "user"} in cfg["linux"]["namespaces"]
     assert cfg["linux"]["uidMappings"][0]["hostID"] == os.geteuid()
+    # What `runc spec --rootless` writes, but for the hostname and the spec version.
+    if not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+    r = os.path.join(env.tmp, "runc-rootless")
+    os.makedirs(r)
+    subprocess.run(["runc", "spec", "--rootless", "--bundle", r], check=True)
+    ref = json.load(open(os.path.join(r, "config.json")))
+    for c in (cfg, ref):
+        c.pop("hostname"), c.pop("ociVersion")
+    assert cfg == ref
 
 
 def test_features(env):
