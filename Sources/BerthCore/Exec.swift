@@ -185,7 +185,11 @@ extension Runtime {
         } else if let base = cgroupDir, let sub = subs[""] ?? subs.values.first {
             // cgroup v2 has one hierarchy: a controller prefix names the same directory.
             let dir = try below(base, sub)
-            guard FS.isDirectory(dir) else { throw BerthError("--cgroup \(sub): no such cgroup below \(base)") }
+            // Checked before the process exists; the words are runc's, whose callers and
+            // tests match "adding pid ... cgroup.procs: no such file".
+            guard FS.isDirectory(dir) else {
+                throw BerthError("--cgroup \(sub): error adding pid to \(dir)/cgroup.procs: no such file or directory")
+            }
             cgroupDir = dir
         } else if let base = cgroupDir,
                   !(FS.readString(base + "/cgroup.subtree_control") ?? "").allSatisfy({ $0 == " " || $0 == "\n" }),

@@ -248,7 +248,33 @@ struct Launcher {
         func render(_ maps: [IDMapping]) -> [UInt8] {
             Array(maps.map { "\($0.containerID) \($0.hostID) \($0.size)\n" }.joined().utf8)
         }
+        // An unprivileged user may map only its own ids, and its own gid only once
+        // setgroups is denied in the namespace (user_namespaces(7): otherwise a member
+        // could drop a group that denies it access). Anything more goes through the
+        // setuid newuidmap/newgidmap, which check /etc/subuid and /etc/subgid. As runc.
+        var tools: [String: String] = [:]
+        if Rootless.euid {
+            func onlyOwn(_ m: [IDMapping], _ id: UInt32) -> Bool {
+                m.count == 1 && m[0].containerID == 0 && m[0].hostID == id && m[0].size == 1
+            }
+            if onlyOwn(plan.gidMappings, getegid()) {
+                let path = "/proc/\(pid)/setgroups"
+                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                if fd < 0 { throw .sys("open \(path)") }
+                let ok = FS.writeAll(fd, Array("deny".utf8))
+                let e = errno
+                close(fd)
+                if !ok { throw .sys("write deny to \(path)", e) }
+            } else if let t = Rootless.tool("newgidmap") {
+                tools["gid_map"] = t
+            }
+            if !onlyOwn(plan.uidMappings, geteuid()), let t = Rootless.tool("newuidmap") { tools["uid_map"] = t }
+        }
         for (file, maps) in [("uid_map", plan.uidMappings), ("gid_map", plan.gidMappings)] {
+            if let tool = tools[file] {
+                try Rootless.runMapTool(tool, pid: pid, maps, field: file == "uid_map" ? "uidMappings" : "gidMappings")
+                continue
+            }
             let path = "/proc/\(pid)/\(file)"
             let fd = open(path, O_WRONLY | O_CLOEXEC)
             if fd < 0 { throw .sys("open \(path)") }

@@ -19,6 +19,8 @@ public struct Runtime {
     public var store: StateStore
     /// `--systemd-cgroup`: cgroups through systemd's transient units (Systemd.swift).
     public var systemdCgroup: Bool
+    /// Rootless.cgroups: a cgroup Berth cannot make is done without (limits refused).
+    public var rootlessCgroups = false
     public init(root: String, systemdCgroup: Bool = false) {
         store = StateStore(root: root)
         self.systemdCgroup = systemdCgroup
@@ -196,6 +198,35 @@ public struct Runtime {
                 if defaultPath { cgroupPlanned.append(mount + "/berth") }
                 cgroupPlanned += Cgroup.missing(cg, mount: mount).filter { !cgroupPlanned.contains($0) }
             }
+            if rootlessCgroups && unit == nil && (cgroupDir != nil || !v1Dirs.isEmpty) {
+                // runc's rootless rules: where the user may not make or join the cgroup
+                // (a cgroup tree root owns, no delegated subtree), the container runs
+                // without one; asking for limits then is an error, and device rules are
+                // ignored (they cannot be enforced without privileges). All or nothing
+                // over the v1 hierarchies.
+                let own = Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? "")
+                var usable = hierarchies.allSatisfy { h in
+                    v1Dirs[h.key].map { Cgroup.usableWithoutPrivileges($0, mount: h.mountpoint, moveFrom: nil) } ?? true
+                }
+                if let cg = cgroupDir, let m = cgroupMount,
+                   !Cgroup.usableWithoutPrivileges(cg, mount: m, moveFrom: own.map { Paths.clean(m + $0) }) {
+                    usable = false
+                }
+                if !usable {
+                    debug("rootless: no cgroup (\(cgroupDir ?? v1Dirs.values.sorted().first ?? "") cannot be made or joined by uid \(geteuid()))")
+                    cgroupDir = nil
+                    v1Dirs = [:]
+                    cgroupPlanned = []
+                    var ignored: [String] = []
+                    var wanted = spec.linux?.resources ?? Resources()
+                    wanted.devices = nil
+                    let writes = (try? CgroupResources.writes(wanted, warnings: &ignored)) ?? [CgroupWrite(controller: nil, file: "", value: "", path: "")]
+                    if let w = writes.first {
+                        throw BerthError("cannot set \(w.controller ?? "cgroup") limit: container could not join or create cgroup")
+                    }
+                }
+                deviceProgram = nil
+            }
             let existing = ContainerCgroups(v2: cgroupDir, v1: v1Dirs)
             if !existing.isEmpty {
                 // As runc 1.1: joining a cgroup that already has processes works, with a
@@ -227,6 +258,7 @@ public struct Runtime {
             if !v1Dirs.isEmpty && unit == nil {
                 var res = spec.linux?.resources ?? Resources()
                 res.devices = res.devices ?? []  // runc's defaults apply even without rules
+                if rootlessCgroups { res.devices = nil }
                 var warnings: [String] = []
                 try CgroupV1.apply(res, dirs: v1Dirs, hybridV2: cgroupDir.flatMap { d in cgroupMount.map { (dir: d, mount: $0) } },
                                    warnings: &warnings)
@@ -236,12 +268,19 @@ public struct Runtime {
                 if let prog = deviceProgram { try DeviceFilter.attach(prog, cgroup: cg) }
             }
             debug("cgroup \(cgroupDir ?? "none")\(v1Dirs.isEmpty ? "" : " and \(v1Dirs.count) v1 hierarchies") (created: \(cgroupMade.joined(separator: " ")))")
-            if !v1Dirs.isEmpty {
+            // Rootless without a cgroup of its own, the container sees the cgroups it was
+            // started in.
+            var mountDirs = v1Dirs
+            if mountDirs.isEmpty && rootlessCgroups && !hierarchies.isEmpty {
+                let own = CgroupV1.ownCgroups(FS.readString("/proc/self/cgroup") ?? "")
+                for h in hierarchies { mountDirs[h.key] = CgroupV1.ownDir(h, own: own) }
+            }
+            if !mountDirs.isEmpty {
                 // "cgroup" mounts become the v1 hierarchies, as runc lays them out.
                 var expanded: [PlannedMount] = []
                 for m in plan.mounts {
                     guard m.cgroupType else { expanded.append(m); continue }
-                    let e = CgroupV1.expand(m, dirs: v1Dirs, hierarchies: hierarchies, cgroupns: plan.newNamespaces.contains(.cgroup))
+                    let e = CgroupV1.expand(m, dirs: mountDirs, hierarchies: hierarchies, cgroupns: plan.newNamespaces.contains(.cgroup))
                     expanded += e.mounts
                     plan.symlinks += e.links
                 }
@@ -249,8 +288,8 @@ public struct Runtime {
             }
             // cgroup2 mounts fall back to a bind of the container's cgroup (with a cgroup
             // namespace) or of the hierarchy, where a user namespace forbids a new mount.
-            if let cg = cgroupDir, let mount = cgroupMount {
-                let fallback = plan.newNamespaces.contains(.cgroup) ? cg : mount
+            if let mount = cgroupMount, cgroupDir != nil || rootlessCgroups {
+                let fallback = plan.newNamespaces.contains(.cgroup) ? (cgroupDir ?? mount) : mount
                 for i in plan.mounts.indices where plan.mounts[i].fstype == "cgroup2" { plan.mounts[i].cgroupFallback = fallback }
             }
             let creating = state
@@ -499,9 +538,17 @@ public struct Runtime {
     /// Containers whose record cannot be read are left out with a warning, as runc does,
     /// so that no caller ever sees a status it does not know (issue 8, D2).
     public func list() -> [(ContainerRecord, Status)] {
-        store.ids().compactMap { id in
+        var names: [UInt32: String] = [:]
+        return store.ids().compactMap { id in
             do throws(BerthError) {
-                let r = try store.load(id)
+                var r = try store.load(id)
+                // As runc's list: the owner is whoever owns the state directory, by name
+                // from the host's /etc/passwd, else "#uid".
+                var st = stat()
+                if stat(r.dir, &st) == 0 {
+                    if names[st.st_uid] == nil { names[st.st_uid] = Rootless.userName(st.st_uid) ?? "#\(st.st_uid)" }
+                    r.state.owner = names[st.st_uid]!
+                }
                 return (r, r.status)
             } catch {
                 warn("\(error.message): container \(id) is not listed; `berth delete --force \(id)` removes it")

@@ -438,7 +438,11 @@ final class CPlan {
         // In a user namespace whose setgroups is denied the call would fail; Berth writes
         // the maps as a privileged parent, so setgroups stays allowed and is always made
         // (dropping the host's supplementary groups).
-        raw.set_groups = 1
+        // An unprivileged user's namespace has setgroups denied (or ids the user does not
+        // own): runc makes no setgroups call then, and neither does Berth.
+        raw.set_groups = Rootless.euid ? 0 : 1
+        raw.userns_setgroups = p.inUserNamespace || Rootless.inUserNamespace ? 1 : 0
+        raw.maps_by_owner = Rootless.euid && p.newNamespaces.contains(.user) ? 1 : 0
         raw.umask = p.umask
         raw.new_keyring = p.newKeyring ? 1 : 0
         raw.arg0 = str(p.args[0])

@@ -986,6 +986,24 @@ static int lookup_executable(const berth_plan *p, char out[PATH_MAX]) {
 static char passwd_buf[65536];
 static char home_env[PATH_MAX + 8];
 
+/* A user namespace whose setgroups(2) is denied (one made by an unprivileged caller,
+ * rootless Podman's, or a child of one) takes no setgroups call: as runc, the process
+ * then keeps no other groups than it can. Only a procfs file inside a user namespace is
+ * believed: a container image's own /proc/self/setgroups (no proc mount in the config)
+ * must not make Berth skip the call and leave the host's supplementary groups on the
+ * process. */
+static int setgroups_denied(const berth_plan *p) {
+    if (!p->userns_setgroups) return 0;
+    int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return 0;
+    struct statfs sfs;
+    char buf[8] = {0};
+    ssize_t n = -1;
+    if (fstatfs(fd, &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC) n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    return n >= 4 && strncmp(buf, "deny", 4) == 0;
+}
+
 static void set_home(const berth_plan *p) {
     if (!p->set_home) return;
     const char *home = "/";
@@ -1322,7 +1340,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     set_home(p);
 
     apply_profile_as_root(p);
-    if (p->set_groups && setgroups((size_t)p->ngroups, (const gid_t *)p->groups) != 0)
+    if (p->set_groups && !setgroups_denied(p) && setgroups((size_t)p->ngroups, (const gid_t *)p->groups) != 0)
         fail(BERTH_STAGE_SETGROUPS, errno, -1);
     if (setresgid(p->gid, p->gid, p->gid) != 0) fail(BERTH_STAGE_SETGID, errno, -1);
     if (setresuid(p->uid, p->uid, p->uid) != 0) fail(BERTH_STAGE_SETUID, errno, -1);
@@ -1423,8 +1441,12 @@ __attribute__((noreturn)) static void stage1_main(const berth_plan *p) {
     }
     if (p->unshare_flags && unshare(p->unshare_flags) != 0) fail(BERTH_STAGE_UNSHARE, errno, -1);
     if (p->new_userns) {
+        // An unprivileged parent (or newuidmap on its behalf) may open /proc/PID/uid_map
+        // only while this process is dumpable: for that window only, as runc does.
+        if (p->maps_by_owner && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
         send_record(BERTH_MSG_NEED_MAPS, 0, -1, 0);
         wait_go();
+        if (p->maps_by_owner && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     }
     if (p->timens_offsets) {
         int fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
@@ -1453,8 +1475,14 @@ __attribute__((noreturn)) static void child_main(const berth_plan *p) {
     // CVE-2019-5736: until execve this process *is* the berth binary. Non-dumpable, its
     // /proc/PID/exe and fds cannot be opened by processes already in a joined namespace;
     // execve of the container's program makes it dumpable again.
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
+    // An unprivileged parent writes the id maps of the new user namespace before its go
+    // and can open /proc/PID/uid_map only while this process is dumpable: it stays so
+    // until then. Nothing else can reach it meanwhile: its namespaces are all new, and
+    // the binary is root's, which an unprivileged user cannot write through /proc/PID/exe.
+    int dumpable_for_maps = p->maps_by_owner && !p->stage_mode;
+    if (!dumpable_for_maps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     wait_go(); // cgroup placement, id maps
+    if (dumpable_for_maps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     if (p->stage_mode) stage1_main(p);
     init_main(p);
 }

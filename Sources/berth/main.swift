@@ -270,7 +270,12 @@ func main() -> Int32 {
         do { f = try parseFlags(cmdArgs[...], specs) } catch { throw BerthError(error.message) }
         if f.bool("help") { out((commandHelp[cmd] ?? "") + "\n"); return 0 }
 
-        let rt = Runtime(root: global.string("root") ?? "/run/berth", systemdCgroup: global.bool("systemd-cgroup"))
+        let systemdCgroup = global.bool("systemd-cgroup")
+        var rt = Runtime(root: global.string("root") ?? Rootless.defaultRoot(), systemdCgroup: systemdCgroup)
+        rt.rootlessCgroups = try Rootless.cgroups(flag: global.string("rootless"), systemdCgroup: systemdCgroup)
+        if global.string("root") == nil && rt.store.root != "/run/berth" {
+            try Rootless.prepareRoot(rt.store.root)
+        }
         switch cmd {
         case "create", "run":
             let id = try exactly(1, cmd, f)[0]

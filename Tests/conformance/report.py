@@ -42,7 +42,7 @@ for n, line in enumerate(open(expected_path), 1):
     if not line or line.startswith("#"):
         continue
     parts = [p.strip() for p in line.split("|")]
-    if len(parts) != 4 or parts[0] not in ("host", "vm", "systemd", "both") or not parts[3]:
+    if len(parts) != 4 or parts[0] not in ("host", "vm", "systemd", "hybrid", "both") or not parts[3]:
         sys.exit(f"{expected_path}:{n}: want WHERE | FILE | TEST NAME | REASON")
     if parts[0] in (where, "both"):
         expected[(parts[1], parts[2])] = parts[3]

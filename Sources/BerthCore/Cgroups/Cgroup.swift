@@ -64,6 +64,32 @@ struct Cgroup {
         return out
     }
 
+    /// The cgroup v2 path in /proc/PID/cgroup text (the "0::" line).
+    static func ownPath(_ text: String) -> String? {
+        for line in text.split(separator: "\n") where line.hasPrefix("0::") { return String(line.dropFirst(3)) }
+        return nil
+    }
+
+    /// Whether this process may make `dir` (or join it, where it exists) without
+    /// privileges: the deepest existing level writable, the directory's cgroup.procs
+    /// writable, and, on cgroup v2, `moveFrom` (this process's own cgroup) and `dir`
+    /// under a common ancestor whose cgroup.procs it may write (the kernel's rule for a
+    /// migration by an unprivileged process).
+    static func usableWithoutPrivileges(_ dir: String, mount: String, moveFrom: String?) -> Bool {
+        var deepest = dir
+        while !FS.isDirectory(deepest) && deepest.count > mount.count {
+            deepest = String(deepest[..<(deepest.lastIndex(of: "/") ?? deepest.startIndex)])
+        }
+        if access(deepest, W_OK | X_OK) != 0 { return false }
+        if FS.isDirectory(dir) && access(dir + "/cgroup.procs", W_OK) != 0 { return false }
+        guard let from = moveFrom else { return true }
+        var common = from
+        while !(dir == common || dir.hasPrefix(common + "/")) && common.count > mount.count {
+            common = String(common[..<(common.lastIndex(of: "/") ?? common.startIndex)])
+        }
+        return access(common + "/cgroup.procs", W_OK) == 0
+    }
+
     /// Creates the directory and missing parents below `mount`. Returns the directories
     /// Berth made, deepest last, so delete removes exactly those.
     static func create(_ dir: String, mount: String) throws(BerthError) -> [String] {

@@ -68,18 +68,18 @@ enum CgroupV1 {
         if inner == "/" { throw BerthError("config.json: linux.cgroupsPath: must not be the cgroup root") }
         var out: [String: String] = [:]
         for h in hierarchies {
-            var base = h.mountpoint
-            if !path.hasPrefix("/") {
-                // Seen from this mount: a nested runtime sees host paths in
-                // /proc/self/cgroup, below the mount's root.
-                let mine = own.first { $0.subsystems == Set(h.subsystems) }?.path ?? "/"
-                var rel = Paths.clean(mine)
-                if h.root != "/" && (rel == h.root || rel.hasPrefix(h.root + "/")) { rel = String(rel.dropFirst(h.root.count)) }
-                base = Paths.clean(h.mountpoint + "/" + rel)
-            }
-            out[h.key] = base + inner
+            out[h.key] = (path.hasPrefix("/") ? h.mountpoint : ownDir(h, own: own)) + inner
         }
         return out
+    }
+
+    /// This process's own directory in the hierarchy, seen from its mount: a nested
+    /// runtime sees host paths in /proc/self/cgroup, below the mount's root.
+    static func ownDir(_ h: Hierarchy, own: [(subsystems: Set<String>, path: String)]) -> String {
+        let mine = own.first { $0.subsystems == Set(h.subsystems) }?.path ?? "/"
+        var rel = Paths.clean(mine)
+        if h.root != "/" && (rel == h.root || rel.hasPrefix(h.root + "/")) { rel = String(rel.dropFirst(h.root.count)) }
+        return Paths.clean(h.mountpoint + "/" + rel)
     }
 
     /// The directory of `subsystem` among a container's directories.

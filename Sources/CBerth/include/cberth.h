@@ -194,6 +194,8 @@ typedef struct {
     uint32_t uid, gid;
     const uint32_t *groups; int ngroups; // setgroups list (ngroups may be 0)
     int set_groups;         // call setgroups at all
+    int userns_setgroups;   // in some user namespace: skip setgroups where procfs says "deny"
+    int maps_by_owner;      // an unprivileged parent writes the id maps (needs us dumpable then)
     int umask;              // -1 = leave
     int new_keyring;        // join a fresh session keyring
     const char *arg0;       // as given in process.args[0]

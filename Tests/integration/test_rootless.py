@@ -1,0 +1,198 @@
+"""Rootless (issue 12): Berth run by an unprivileged user, no setuid, no capabilities, and by
+root in a user namespace the caller made (as rootless Podman runs its runtime). The
+container's view is checked from inside; the state lives in $XDG_RUNTIME_DIR/berth, and
+nothing is left there, in the cgroup trees or among the user's processes afterwards."""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import BERTH as BUILT, CGROUP_ROOTS, wait_for
+
+UID = 4242  # no passwd entry: the owner shows as "#4242", as with runc
+
+
+@pytest.fixture
+def user(rootfs):
+    """A runner for commands as the unprivileged user, with its own XDG_RUNTIME_DIR and a
+    bundle directory it owns (the rootfs stays root's and world-readable, as an image
+    unpacked by root would be)."""
+    base = tempfile.mkdtemp(prefix="berth-rootless-")
+    os.chmod(base, 0o755)
+    xdg = os.path.join(base, "run")
+    bundle = os.path.join(base, "bundle")
+    for d in (xdg, bundle):
+        os.mkdir(d, 0o700)
+        os.chown(d, UID, UID)
+    os.symlink(rootfs, os.path.join(bundle, "rootfs"))
+    # A copy the user can run wherever the checkout lives (CI's may be in root's home).
+    berth = os.path.join(base, "berth")
+    shutil.copy2(BUILT, berth)
+
+    class User:
+        def __init__(self):
+            self.xdg, self.bundle, self.base, self.berth = xdg, bundle, base, berth
+            self.ids = []
+
+        def cmd(self, *args, userns=False):
+            env = {"PATH": os.environ["PATH"], "XDG_RUNTIME_DIR": xdg, "USER": "tester", "HOME": base}
+            pre = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all"]
+            if userns:
+                pre += ["unshare", "--user", "--map-root-user"]
+            return pre, env
+
+        def run(self, shell, userns=False, timeout=30):
+            pre, env = self.cmd(userns=userns)
+            shell = shell.replace("BERTH", berth)
+            return subprocess.run(pre + ["sh", "-c", shell], env=env, cwd=bundle, capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
+
+        def detach(self, cid, userns=False):
+            """`run -d`, the container's stdio in a file (a pipe would stay open)."""
+            log = os.path.join(bundle, cid + ".log")
+            p = self.run(f"BERTH run -d {cid} >{log} 2>&1", userns=userns)
+            p.stderr = open(log).read()
+            return p
+
+        def config(self, args, userns=False, mutate=None):
+            """`berth spec --rootless` as the user (inside the namespace with userns), then
+            the process and whatever `mutate` changes."""
+            p = self.run("rm -f config.json && BERTH spec --rootless", userns=userns)
+            assert p.returncode == 0, p.stderr
+            path = os.path.join(bundle, "config.json")
+            c = json.load(open(path))
+            c["process"]["terminal"] = False
+            c["process"]["args"] = args
+            if mutate:
+                mutate(c)
+            with open(path, "w") as f:
+                json.dump(c, f)
+            return c
+
+        def leftovers(self):
+            found = []
+            d = os.path.join(xdg, "berth")
+            if os.path.isdir(d) and os.listdir(d):
+                found.append(f"state: {os.listdir(d)}")
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    st = os.stat(f"/proc/{pid}")
+                    state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+                except OSError:
+                    continue
+                if st.st_uid == UID and state != "Z":
+                    found.append(f"process {pid}")
+            for root in CGROUP_ROOTS:
+                for dirpath, dirnames, _ in os.walk(root):
+                    found += [os.path.join(dirpath, n) for n in dirnames if n.startswith("rl-")]
+            return found
+
+    u = User()
+    yield u
+    for cid in u.ids:
+        u.run(f"BERTH delete --force {cid}")
+        u.run(f"BERTH delete --force {cid}", userns=True)
+    left = u.leftovers()
+    subprocess.run(["pkill", "-9", "-U", str(UID)], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+    assert not left, left
+
+
+def test_unprivileged_user_runs_a_container(user):
+    user.config(["sh", "-c", "id -u; cat /proc/self/uid_map; cat /proc/self/setgroups"])
+    user.ids.append("rl-fg")
+    p = user.run("BERTH run rl-fg")
+    assert p.returncode == 0, p.stderr
+    lines = [l.split() if i == 1 else l for i, l in enumerate(p.stdout.splitlines())]
+    # root inside, the user outside; setgroups denied (the one way to map one's own gid).
+    assert lines == ["0", ["0", str(UID), "1"], "deny"], p.stdout
+    root = os.path.join(user.xdg, "berth")
+    st = os.stat(root)
+    assert st.st_uid == UID and stat.S_IMODE(st.st_mode) == 0o1700  # runc's: owner only, sticky
+
+
+def test_lifecycle_without_a_cgroup(user):
+    user.config(["sleep", "60"])
+    user.ids.append("rl-d")
+    p = user.detach("rl-d")
+    assert p.returncode == 0, p.stderr
+    p = user.run("BERTH list")
+    row = p.stdout.splitlines()[1].split()
+    assert row[0] == "rl-d" and row[2] == "running" and row[-1] == f"#{UID}", p.stdout
+    st = json.loads(user.run("BERTH state rl-d").stdout)
+    assert st["status"] == "running"
+    # The container runs as the user on the host, with no cgroup of its own.
+    assert os.stat(f"/proc/{st['pid']}").st_uid == UID
+    p = user.run("BERTH exec rl-d sh -c 'echo exec-ok; id -u'")
+    assert p.returncode == 0 and p.stdout.split() == ["exec-ok", "0"], p.stderr
+    p = user.run("BERTH ps rl-d")
+    assert p.returncode == 0 and "sleep" in p.stdout
+    p = user.run("BERTH pause rl-d")
+    assert p.returncode == 1 and p.stderr.strip() == "cannot pause: the container has no cgroup", p.stderr
+    assert user.run("BERTH kill rl-d KILL").returncode == 0
+    assert wait_for(lambda: json.loads(user.run("BERTH state rl-d").stdout)["status"] == "stopped", 10)
+    p = user.run("BERTH delete rl-d")
+    assert p.returncode == 0, p.stderr
+    assert not os.listdir(os.path.join(user.xdg, "berth"))
+
+
+def test_limits_without_a_cgroup_are_refused(user):
+    def m(c):
+        c["linux"]["resources"] = {"memory": {"limit": 64 << 20}}
+    user.config(["true"], mutate=m)
+    p = user.run("BERTH run rl-lim")
+    assert p.returncode == 1
+    assert p.stderr.strip() == "cannot set memory limit: container could not join or create cgroup", p.stderr
+    assert not os.listdir(os.path.join(user.xdg, "berth"))
+    # Device rules alone are not limits: they are not enforced rootless, as with runc.
+    def d(c):
+        c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+    user.config(["true"], mutate=d)
+    user.ids.append("rl-dev")
+    p = user.run("BERTH run rl-dev")
+    assert p.returncode == 0, p.stderr
+
+
+def test_root_in_the_callers_user_namespace_is_rootless(user):
+    # As rootless Podman runs its runtime: euid 0 in a user namespace the caller made
+    # (setgroups denied there). Berth behaves rootless: state in $XDG_RUNTIME_DIR (USER is
+    # not root), no cgroup, and no setgroups call in the container's nested namespace.
+    user.config(["sh", "-c", "id -u; cat /proc/self/setgroups"], userns=True)
+    user.ids.append("rl-ns")
+    p = user.run(f"BERTH run rl-ns", userns=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "deny"], p.stdout
+    user.ids.append("rl-ns2")
+    p = user.detach("rl-ns2", userns=True)
+    assert p.returncode == 0, p.stderr
+    p = user.run("BERTH list -q && ls $XDG_RUNTIME_DIR/berth", userns=True)
+    assert p.returncode == 0 and p.stdout.split() == ["rl-ns2", "rl-ns2"], (p.stdout, p.stderr)
+
+
+def test_an_images_own_setgroups_file_is_not_believed(env, rootfs):
+    # Berth skips setgroups(2) where the user namespace denies it, and asks procfs. A
+    # config without a /proc mount leaves the image's own /proc there: a file saying
+    # "deny" must not make Berth skip the call, or the process would keep the host's
+    # supplementary groups (root's, here) instead of the ones it was given.
+    own = os.path.join(env.tmp, "rootfs")
+    shutil.copytree(rootfs, own, symlinks=True)
+    os.makedirs(os.path.join(own, "proc", "self"), exist_ok=True)
+    with open(os.path.join(own, "proc", "self", "setgroups"), "w") as f:
+        f.write("deny\n")
+
+    def m(c):
+        c["root"]["path"] = own
+        c["mounts"] = [x for x in c["mounts"] if x["destination"] != "/proc"]
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        c["linux"].pop("maskedPaths", None)
+        c["linux"].pop("readonlyPaths", None)
+        c["process"]["user"] = {"uid": 0, "gid": 0, "additionalGids": [1234]}
+    p = env.run(["id", "-G"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "1234"], p.stdout
