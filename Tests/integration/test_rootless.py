@@ -196,3 +196,40 @@ def test_an_images_own_setgroups_file_is_not_believed(env, rootfs):
     p = env.run(["id", "-G"], mutate=m)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["0", "1234"], p.stdout
+
+
+def test_more_ids_through_newuidmap(user):
+    # A user may map only its own ids; a range from /etc/subuid and /etc/subgid needs the
+    # setuid newuidmap/newgidmap, as with runc. The user and its ranges exist only in a
+    # private mount namespace of the test's (bound over /etc), so nothing is left behind.
+    if not shutil.which("newuidmap"):
+        pytest.skip("newuidmap is not installed (Debian's uidmap)")
+    etc = os.path.join(user.base, "etc")
+    os.mkdir(etc)
+    files = {"passwd": open("/etc/passwd").read() + f"tester:x:{UID}:{UID}::/tmp:/bin/sh\n",
+             "group": open("/etc/group").read() + f"tester:x:{UID}:\n",
+             "subuid": "tester:300000:65536\n", "subgid": "tester:300000:65536\n"}
+    for name, text in files.items():
+        with open(os.path.join(etc, name), "w") as f:
+            f.write(text)
+    maps = [{"containerID": 0, "hostID": UID, "size": 1}, {"containerID": 1, "hostID": 300000, "size": 65536}]
+
+    def m(c):
+        c["linux"]["uidMappings"] = maps
+        c["linux"]["gidMappings"] = maps
+        c["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]})
+        for k in ("bounding", "effective", "permitted"):
+            c["process"]["capabilities"][k].append("CAP_CHOWN")
+    user.config(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; "
+                             "touch /tmp/f && chown 1000:1000 /tmp/f && stat -c '%u %g' /tmp/f"], mutate=m)
+    pre, env = user.cmd()
+    binds = "; ".join(f"mount --bind {etc}/{n} /etc/{n}" for n in files)
+    script = f"{binds}; cd {user.bundle}; exec " + " ".join(pre) + f" {user.berth} run rl-map"
+    user.ids.append("rl-map")
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    lines = [l.split() for l in p.stdout.splitlines()]
+    assert lines[:4] == [["0", str(UID), "1"], ["1", "300000", "65536"]] * 2, p.stdout
+    # A second id exists inside: a file can belong to it.
+    assert lines[-1] == ["1000", "1000"], p.stdout
