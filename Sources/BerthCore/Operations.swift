@@ -193,7 +193,8 @@ public struct Runtime {
                 systemd = c
             }
             if let mount = cgroupMount, unit == nil {
-                let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount)
+                let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount,
+                                         own: Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? ""), rootless: rootlessCgroups)
                 cgroupDir = cg
                 if defaultPath { cgroupPlanned.append(mount + "/berth") }
                 cgroupPlanned += Cgroup.missing(cg, mount: mount).filter { !cgroupPlanned.contains($0) }

@@ -104,6 +104,12 @@ import CBerth
         #expect(try Cgroup.path(for: nil, id: "c1", mount: "/cg") == "/cg/berth/c1")
         #expect(try Cgroup.path(for: "/pods/c1", id: "c1", mount: "/cg") == "/cg/pods/c1")
         #expect(try Cgroup.path(for: "pods/c1", id: "c1", mount: "/cg") == "/cg/pods/c1")
+        // runc's fs2: relative means next to Berth's own cgroup; rootless, so is the default.
+        #expect(try Cgroup.path(for: "pods/c1", id: "c1", mount: "/cg", own: "/a/b/me") == "/cg/a/b/pods/c1")
+        #expect(try Cgroup.path(for: "../../../x", id: "c1", mount: "/cg", own: "/a/me") == "/cg/a/x")
+        #expect(try Cgroup.path(for: nil, id: "c1", mount: "/cg", own: "/u/me", rootless: true) == "/cg/u/c1")
+        #expect(try Cgroup.path(for: nil, id: "c1", mount: "/cg", own: "/u/me") == "/cg/berth/c1")
+        #expect(try Cgroup.path(for: "pods/c1", id: "c1", mount: "/cg", own: "/") == "/cg/pods/c1")
         #expect(try Cgroup.path(for: "/a/../../../etc", id: "c1", mount: "/cg") == "/cg/etc")
         #expect(throws: BerthError.self) { try Cgroup.path(for: "system.slice:berth:c1", id: "c1", mount: "/cg") }
         #expect(throws: BerthError.self) { try Cgroup.path(for: "/", id: "c1", mount: "/cg") }

@@ -233,3 +233,38 @@ def test_more_ids_through_newuidmap(user):
     assert lines[:4] == [["0", str(UID), "1"], ["1", "300000", "65536"]] * 2, p.stdout
     # A second id exists inside: a file can belong to it.
     assert lines[-1] == ["1000", "1000"], p.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/fs/cgroup/cgroup.controllers"), reason="needs a pure cgroup v2 host (Scripts/vm)")
+def test_a_delegated_subtree_holds_the_container_with_its_limits(user):
+    # systemd delegates user@UID.service to the user this way: the directory and its
+    # cgroup.procs, cgroup.subtree_control and cgroup.threads belong to the user. Berth,
+    # started inside it, puts the container next to its own cgroup (runc's rootless
+    # default) and sets the limits there.
+    top = "/sys/fs/cgroup/rl-deleg"
+    os.mkdir(top)
+    try:
+        for c in ("+memory", "+pids"):
+            with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+                f.write(c)
+        os.mkdir(top + "/launcher")
+        for p in (top, top + "/launcher"):
+            for n in ("", "/cgroup.procs", "/cgroup.subtree_control", "/cgroup.threads"):
+                os.chown(p + n, UID, UID)
+
+        def m(c):
+            c["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 40}}
+            if {"type": "cgroup"} not in c["linux"]["namespaces"]:
+                c["linux"]["namespaces"].append({"type": "cgroup"})
+        user.config(["sh", "-c", "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; cat /proc/self/cgroup"], mutate=m)
+        pre, env = user.cmd()
+        script = f"echo $$ > {top}/launcher/cgroup.procs && cd {user.bundle} && exec " + " ".join(pre) + f" {user.berth} run rl-cg"
+        user.ids.append("rl-cg")
+        p = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == [str(64 << 20), "40", "0::/"], p.stdout
+        assert not os.path.exists(top + "/rl-cg")
+    finally:
+        for d in (top + "/rl-cg", top + "/launcher", top):
+            if os.path.isdir(d):
+                os.rmdir(d)

@@ -43,12 +43,23 @@ struct Cgroup {
 
     /// runc's reading of linux.cgroupsPath for cgroupfs: absolute or relative, both under the
     /// cgroup2 root; empty means a default derived from the id.
-    static func path(for cgroupsPath: String?, id: String, mount: String) throws(BerthError) -> String {
-        let rel = (cgroupsPath ?? "").isEmpty ? "/berth/\(id)" : cgroupsPath!
+    /// `own` is this process's cgroup ("0::" path): as with runc, a relative cgroupsPath
+    /// lives next to it (below its parent; ".." cannot climb out). Rootless, an empty
+    /// cgroupsPath means runc's default, the container's id next to it too: a user's
+    /// delegated subtree (systemd's user@UID.service) then holds the container, where
+    /// Berth's own default, /berth/<id>, is root's.
+    static func path(for cgroupsPath: String?, id: String, mount: String, own: String? = nil,
+                     rootless: Bool = false) throws(BerthError) -> String {
+        let rel = (cgroupsPath ?? "").isEmpty ? (rootless ? id : "/berth/\(id)") : cgroupsPath!
         if rel.contains(":") {
             throw BerthError("config.json: linux.cgroupsPath: \"\(rel)\" looks like a systemd slice:prefix:name; berth manages cgroupfs paths only")
         }
-        let cleaned = Paths.clean("/" + rel)
+        var cleaned = Paths.clean("/" + rel)
+        if !rel.hasPrefix("/"), let own {
+            let mine = Paths.clean("/" + own)
+            let parent = mine == "/" ? "" : String(mine[..<(mine.lastIndex(of: "/") ?? mine.startIndex)])
+            cleaned = parent + cleaned
+        }
         if cleaned == "/" { throw BerthError("config.json: linux.cgroupsPath: must not be the cgroup root") }
         return mount + cleaned
     }
