@@ -152,7 +152,9 @@ struct ContainerPlan {
         // /dev: default nodes and links unless the host's /dev is bound in.
         let devBound = p.mounts.contains { $0.dest == "dev" && $0.bind != 0 }
         if p.setupRootfs && !devBound {
-            let userns = p.inUserNamespace
+            // In a user namespace (the container's own, or Berth's: rootless Podman runs
+            // it in one) mknod of a device is refused: devices are bound from the host.
+            let userns = p.inUserNamespace || Rootless.inUserNamespace
             var seen = Set<String>()
             for (i, d) in (linux.devices ?? []).enumerated() {
                 let type: UInt32

@@ -268,3 +268,56 @@ def test_a_delegated_subtree_holds_the_container_with_its_limits(user):
         for d in (top + "/rl-cg", top + "/launcher", top):
             if os.path.isdir(d):
                 os.rmdir(d)
+
+
+def test_rootless_podman(user, rootfs):
+    # Podman run by the user: it makes its own user namespace from /etc/subuid (newuidmap)
+    # and runs Berth inside it, as root there and nowhere else. The user, with a home and
+    # its ranges, exists only in a private mount namespace of the test's (bound over /etc).
+    if not shutil.which("podman") or not shutil.which("newuidmap"):
+        pytest.skip("podman and uidmap are not installed")
+    home = os.path.join(user.base, "home")
+    os.mkdir(home, 0o700)
+    os.chown(home, UID, UID)
+    etc = os.path.join(user.base, "etc")
+    os.mkdir(etc)
+    files = {"passwd": open("/etc/passwd").read() + f"tester:x:{UID}:{UID}::{home}:/bin/sh\n",
+             "group": open("/etc/group").read() + f"tester:x:{UID}:\n",
+             "subuid": "tester:300000:65536\n", "subgid": "tester:300000:65536\n"}
+    for name, text in files.items():
+        with open(os.path.join(etc, name), "w") as f:
+            f.write(text)
+    binds = "; ".join(f"mount --bind {etc}/{n} /etc/{n}" for n in files)
+    # The user's own copy of the image (Podman writes /etc/mtab and the like into it).
+    own = os.path.join(home, "rootfs")
+    shutil.copytree(rootfs, own, symlinks=True)
+    subprocess.run(["chown", "-R", "-h", f"{UID}:{UID}", own], check=True)
+    rootfs = own
+    pre, env = user.cmd()
+    env = dict(env, HOME=home)
+    podman = ("podman --runtime " + user.berth + " --cgroup-manager cgroupfs --events-backend file "
+              "--storage-driver vfs")
+
+    def run(args, timeout=120):
+        script = f"{binds}; cd {home}; exec " + " ".join(pre) + f" sh -c '{podman} {args}'"
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    try:
+        p = run(f"run --rm --network none --rootfs {rootfs} /bin/sh -c \"id -u; cat /proc/self/uid_map\"")
+        assert p.returncode == 0, p.stderr
+        out = p.stdout.split()
+        # root in the container; the namespace maps the user's own id and its range.
+        assert out[0] == "0" and out[1:4] == ["0", str(UID), "1"] and out[4:7] == ["1", "300000", "65536"], p.stdout
+        p = run(f"run -d --name rl-pod --network none --rootfs {rootfs} /bin/sleep 300")
+        assert p.returncode == 0, p.stderr
+        p = run("exec rl-pod /bin/sh -c \"echo exec-ok\"")
+        assert p.returncode == 0 and p.stdout.strip() == "exec-ok", p.stderr
+        p = run("stop -t 1 rl-pod")
+        assert p.returncode == 0, p.stderr
+        p = run("rm rl-pod")
+        assert p.returncode == 0, p.stderr
+    finally:
+        run("rm -af -t 0")
+        # Podman's pause process keeps its user namespace for later calls: not ours to keep.
+        subprocess.run(["pkill", "-9", "-U", str(UID)], capture_output=True)
+        wait_for(lambda: not [l for l in user.leftovers() if l.startswith("process")], 5)
