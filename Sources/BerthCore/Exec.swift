@@ -188,7 +188,7 @@ extension Runtime {
             // Checked before the process exists; the words are runc's, whose callers and
             // tests match "adding pid ... cgroup.procs: no such file".
             guard FS.isDirectory(dir) else {
-                throw BerthError("--cgroup \(sub): error adding pid to \(dir)/cgroup.procs: no such file or directory")
+                throw BerthError("--cgroup \(sub): error adding pid of the new process to cgroups: \(dir)/cgroup.procs: no such file or directory")
             }
             cgroupDir = dir
         } else if let base = cgroupDir,
@@ -212,6 +212,7 @@ extension Runtime {
         }
 
         var launcher = Launcher(plan: plan, stateDir: rec.dir, cgroupDir: cgroupDir)
+        launcher.cgroupOptional = rootlessCgroups
         launcher.v1Dirs = placeAfter
         launcher.withFifo = false
         launcher.consoleSocket = o.consoleSocket.map { Paths.absolute($0, base: cwdNow) }

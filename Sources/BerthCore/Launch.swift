@@ -8,6 +8,9 @@ struct Launcher {
     var plan: ContainerPlan
     var stateDir: String
     var cgroupDir: String?
+    /// Rootless exec: a cgroup the caller may not move the process into is skipped (runc
+    /// ignores that error when rootless).
+    var cgroupOptional = false
     /// cgroup v1 directories the child joins (one per hierarchy) before it goes on.
     var v1Dirs: [String] = []
     /// Runs with the child's pid before it is let go (the systemd driver puts it into
@@ -117,12 +120,22 @@ struct Launcher {
 
         let cplan = CPlan(plan, syncFd: childEnd, parentSyncFd: parentEnd, fifoFd: fifoFd,
                           cgroupFd: cgroupFd, joinFds: joinFds, listenerFd: listenerFd, consoleFd: consoleFd)
+        cplan.raw.cgroup_optional = cgroupOptional ? 1 : 0
         var inCgroup: Int32 = 0
         // The --debug step names are runc's ("nsexec container setup", "child process in
         // init()", ...): tools and runc's own suite look for them in a runtime's debug log.
         debug("nsexec container setup: spawning \(withFifo ? "init" : "the exec'd process") (\(plan.stageMode ? "a first child joins namespaces, then forks" : "one clone3"))")
         let child = withExtendedLifetime(cplan) { cb_spawn(&cplan.raw, &inCgroup) }
-        if child < 0 { close(parentEnd); throw .sys("clone", -child) }
+        if child < 0 {
+            close(parentEnd)
+            // clone3 into a cgroup that takes no process (cgroup v2's "no internal
+            // processes": its controllers are enabled for sub-cgroups): runc's words, which
+            // its callers and tests match.
+            if let cg = cgroupDir, cgroupFd >= 0, -child == EBUSY {
+                throw BerthError("error adding pid of the new process to cgroups: \(cg)/cgroup.procs: \(errnoWords(EBUSY))")
+            }
+            throw .sys("clone", -child)
+        }
 
         var initPid: Int32 = plan.stageMode ? 0 : child
         func abort(_ err: BerthError) -> BerthError {
@@ -135,8 +148,13 @@ struct Launcher {
             return err
         }
 
-        do {
-            if let cg = cgroupDir, inCgroup == 0 { try Cgroup.place(pid: child, in: cg) }
+        do throws(BerthError) {
+            if let cg = cgroupDir, inCgroup == 0 {
+                do throws(BerthError) { try Cgroup.place(pid: child, in: cg) } catch {
+                    if !cgroupOptional { throw error }
+                    debug("rootless: the process stays out of \(cg): \(error.message)")
+                }
+            }
             // The child waits for the parent's go: it runs no code of the container before
             // it sits in every hierarchy.
             for d in v1Dirs { try Cgroup.place(pid: child, in: d) }

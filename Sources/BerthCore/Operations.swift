@@ -124,7 +124,8 @@ public struct Runtime {
                 close(l.sync)
                 reap(l.initPid)
             }
-            ContainerCgroups(v2: cgroupDir, v1: v1Dirs, systemdUnit: unitStarted ? unit?.name : nil).destroy(made: cgroupMade)
+            ContainerCgroups(v2: cgroupDir, v1: v1Dirs, systemdUnit: unitStarted ? unit?.name : nil,
+                             systemdUser: rootlessCgroups).destroy(made: cgroupMade)
             store.remove(dir)
         }
         do throws(BerthError) {
@@ -166,11 +167,23 @@ public struct Runtime {
                 let u: Systemd.Unit
                 let c: DBusConnection
                 switch cgroupHost {
+                case .v2(let mount) where rootlessCgroups:
+                    // runc's rootless driver: the user's own systemd, its units below its
+                    // manager's cgroup, user.slice by default. Device rules need privileges
+                    // no user has: not enforced, as runc's rootless ones.
+                    c = try Systemd.connect(user: true)
+                    u = try Systemd.unit(cgroupsPath: spec.linux?.cgroupsPath, id: id,
+                                         mount: mount + Systemd.managerCgroup(c), defaultSlice: "user.slice")
+                    unitProperties = try Systemd.properties(spec.linux?.resources ?? Resources(), on: c)
+                    cgroupDir = u.dir
+                    deviceProgram = nil
                 case .v2(let mount):
                     u = try Systemd.unit(cgroupsPath: spec.linux?.cgroupsPath, id: id, mount: mount)
                     c = try Systemd.connect()
                     unitProperties = try Systemd.properties(spec.linux?.resources ?? Resources(), on: c)
                     cgroupDir = u.dir
+                case .v1 where rootlessCgroups:
+                    throw BerthError("cannot use rootless systemd cgroups manager on cgroup v1")
                 case .v1(let hs, let unified):
                     // runc's legacy driver: the unit's path below every v1 hierarchy's mount
                     // point (systemd makes it in those it manages, Berth in the others), and
@@ -248,6 +261,7 @@ public struct Runtime {
                 hooks: HookKind.allCases.contains { !hooks[$0].isEmpty } ? hooks : nil,
                 ownPidNamespace: plan.ownPidNamespace)
             state.systemdDevices = systemdDevices
+            state.systemdUser = unit != nil && rootlessCgroups
             try store.save(ContainerRecord(dir: dir, state: state))
             if !v1Dirs.isEmpty && unit == nil { cgroupMade = try CgroupV1.create(v1Dirs, hierarchies: hierarchies) }
             if let cg = cgroupDir, let mount = cgroupMount, unit == nil {

@@ -57,6 +57,16 @@ public enum Rootless {
         }
     }
 
+    /// `uid` as the parent user namespace sees it (/proc/self/uid_map), itself outside one.
+    static func outsideUid(_ uid: UInt32) -> UInt32 {
+        for line in (FS.readString("/proc/self/uid_map") ?? "").split(separator: "\n") {
+            let f = line.split(separator: " ").compactMap { UInt64($0) }
+            guard f.count == 3 else { continue }
+            if UInt64(uid) >= f[0] && UInt64(uid) < f[0] + f[2] { return UInt32(truncatingIfNeeded: f[1] + UInt64(uid) - f[0]) }
+        }
+        return uid
+    }
+
     /// A program in $PATH (newuidmap, newgidmap), as runc looks them up.
     static func tool(_ name: String) -> String? {
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"

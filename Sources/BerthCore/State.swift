@@ -30,6 +30,8 @@ public struct StoredState: Sendable {
     public var cgroupV1: [String: String]? = nil
     /// Under the systemd driver: the transient unit (scope or slice) holding `cgroup`.
     public var systemdUnit: String? = nil
+    /// The unit belongs to the user's own systemd (rootless), reached on the user's bus.
+    public var systemdUser: Bool = false
     /// Under the systemd driver on cgroup v1: the device rules in force (DeviceEmulator's
     /// stateLines), put back after systemd rewrites the devices cgroup on `update`.
     public var systemdDevices: [String]? = nil
@@ -61,6 +63,7 @@ extension StoredState {
         cgroup = try r.optString("cgroup")
         cgroupV1 = try r.optStringMap("cgroupV1")
         systemdUnit = try r.optString("systemdUnit")
+        systemdUser = try r.optBool("systemdUser") ?? false
         systemdDevices = try r.optStrings("systemdDevices")
         cgroupCreated = try r.optStrings("cgroupCreated")
         creatorPid = try r.optInteger("creatorPid", Int32.self)
@@ -80,6 +83,7 @@ extension StoredState {
         if let c = cgroup { f.append(("cgroup", s(c))) }
         if let c = cgroupV1 { f.append(("cgroupV1", .object(c.keys.sorted().map { ($0, s(c[$0]!)) }))) }
         if let u = systemdUnit { f.append(("systemdUnit", s(u))) }
+        if systemdUser { f.append(("systemdUser", .bool(true))) }
         if let d = systemdDevices { f.append(("systemdDevices", .array(d.map(s)))) }
         if let c = cgroupCreated { f.append(("cgroupCreated", .array(c.map(s)))) }
         if let c = creatorPid { f.append(("creatorPid", .int(Int64(c)))) }
@@ -102,6 +106,7 @@ enum RecoveryRecord {
         if let c = st.cgroup { f.append(("cgroup", .string(c))) }
         if let c = st.cgroupV1 { f.append(("cgroupV1", .object(c.keys.sorted().map { ($0, .string(c[$0]!)) }))) }
         if let u = st.systemdUnit { f.append(("systemdUnit", .string(u))) }
+        if st.systemdUser { f.append(("systemdUser", .bool(true))) }
         if let c = st.cgroupCreated { f.append(("cgroupCreated", .array(c.map { .string($0) }))) }
         // Longer than a link can hold (PATH_MAX): there is no recovery record then.
         _ = symlink(JSON.object(f).render(indent: nil), dir + "/" + name)
@@ -123,6 +128,7 @@ enum RecoveryRecord {
                              ownPidNamespace: ((try? r.optBool("ownPidNamespace")) ?? nil) ?? false)
         st.cgroupV1 = (try? r.optStringMap("cgroupV1")) ?? nil
         st.systemdUnit = (try? r.optString("systemdUnit")) ?? nil
+        st.systemdUser = ((try? r.optBool("systemdUser")) ?? nil) ?? false
         return st
     }
 }

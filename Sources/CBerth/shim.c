@@ -1504,6 +1504,14 @@ int cb_spawn(const berth_plan *p, int *in_cgroup) {
     }
     // With a NULL stack clone3 behaves like fork: the child continues on a private copy.
     long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && (errno == EACCES || errno == EPERM) && p->cgroup_fd >= 0 && p->cgroup_optional) {
+        // Rootless exec, as runc's: moving into a cgroup needs write access to the
+        // cgroup.procs of a common ancestor, which a user's shell and its container under
+        // the user's systemd do not share. The process then stays where its caller is.
+        args.flags &= ~(uint64_t)CLONE_INTO_CGROUP;
+        args.cgroup = 0;
+        pid = syscall(SYS_clone3, &args, sizeof args);
+    }
     if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
         pid = syscall(SYS_clone, (unsigned long)(p->fast_clone_flags | SIGCHLD), 0, 0, 0, 0);
     } else if (pid >= 0 && p->cgroup_fd >= 0) {

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import CGROUP2, CGROUP_V1, limit_file, reap_all, v1_hierarchies, wait_for
+from conftest import BERTH, CGROUP2, CGROUP_V1, limit_file, reap_all, v1_hierarchies, wait_for
 
 SYSTEMD_HOST = os.path.isdir("/run/systemd/system")
 needs_systemd = pytest.mark.skipif(not SYSTEMD_HOST, reason="needs systemd as pid 1 (Scripts/vm --systemd [--hybrid])")
@@ -281,3 +281,99 @@ def test_over_the_system_bus(env):
     rc, err = berth_on_bus("delete", "--force", cid)
     assert rc == 0, err
     assert wait_for(lambda: not units_named(env.prefix), 10), units_named(env.prefix)
+
+
+@pytest.fixture
+def session_user(rootfs):
+    """A user with its own systemd (user@UID.service, as a login starts it), its bus and
+    a delegated cgroup subtree; subuid/subgid ranges for Podman. Made in the systemd VM
+    and removed afterwards."""
+    if not SYSTEMD_HOST or CGROUP_V1:
+        pytest.skip("needs systemd as pid 1 on cgroup v2, where it delegates to users (Scripts/vm --systemd)")
+    uid, name = 4343, "berthuser"
+    saved = {f: open(f).read() if os.path.exists(f) else None for f in ("/etc/subuid", "/etc/subgid")}
+    subprocess.run(["useradd", "-u", str(uid), "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+    home = f"/home/{name}"
+    try:
+        for f in saved:
+            with open(f, "a") as out:
+                out.write(f"{name}:300000:65536\n")
+        subprocess.run(["systemctl", "start", f"user@{uid}.service"], check=True, capture_output=True, timeout=120)
+        berth = os.path.join(home, "berth")
+        shutil.copy2(BERTH, berth)
+        own = os.path.join(home, "rootfs")
+        shutil.copytree(rootfs, own, symlinks=True)
+        subprocess.run(["chown", "-R", "-h", f"{uid}:{uid}", own], check=True)
+        xdg = f"/run/user/{uid}"
+        env = {"PATH": os.environ["PATH"], "HOME": home, "USER": name, "XDG_RUNTIME_DIR": xdg,
+               "DBUS_SESSION_BUS_ADDRESS": f"unix:path={xdg}/bus"}
+
+        def run(shell, timeout=120):
+            return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups", "sh", "-c", shell],
+                                  env=env, cwd=home, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        yield {"uid": uid, "home": home, "berth": berth, "rootfs": own, "run": run,
+               "manager": f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"}
+    finally:
+        subprocess.run(["systemctl", "stop", f"user@{uid}.service"], capture_output=True, timeout=120)
+        subprocess.run(["pkill", "-9", "-U", str(uid)], capture_output=True)
+        subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
+        for f, text in saved.items():
+            if text is None:
+                os.remove(f)
+            else:
+                with open(f, "w") as out:
+                    out.write(text)
+
+
+@needs_systemd
+def test_rootless_driver_uses_the_users_systemd(session_user):
+    # runc's rootless systemd driver: the user's own systemd makes the scope, in user.slice
+    # below its manager's cgroup, with the limits, over the user's bus.
+    u = session_user
+    run = u["run"]
+    p = run(f"mkdir b && cd b && ln -s {u['rootfs']} rootfs && {u['berth']} spec --rootless")
+    assert p.returncode == 0, p.stderr
+    cfg_path = os.path.join(u["home"], "b", "config.json")
+    c = json.load(open(cfg_path))
+    c["process"]["terminal"] = False
+    c["process"]["args"] = ["sleep", "60"]
+    c["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 40}}
+    with open(cfg_path, "w") as f:
+        json.dump(c, f)
+    p = run(f"cd b && {u['berth']} --systemd-cgroup run -d sd-rl >/dev/null 2>err; s=$?; cat err; exit $s")
+    assert p.returncode == 0, p.stdout + p.stderr
+    scope = f"{u['manager']}/user.slice/berth-sd-rl.scope"
+    try:
+        assert os.path.isdir(scope), os.listdir(u["manager"])
+        assert open(scope + "/memory.max").read().strip() == str(64 << 20)
+        assert open(scope + "/pids.max").read().strip() == "40"
+        p = run(f"systemctl --user show -p ActiveState --value berth-sd-rl.scope")
+        assert p.stdout.strip() == "active", p.stderr
+        p = run(f"{u['berth']} exec sd-rl cat /sys/fs/cgroup/memory.max")
+        assert p.returncode == 0 and p.stdout.strip() == str(64 << 20), p.stderr
+        p = run(f"{u['berth']} update --memory 96m sd-rl")
+        assert p.returncode == 0, p.stderr
+        assert open(scope + "/memory.max").read().strip() == str(96 << 20)
+    finally:
+        p = run(f"{u['berth']} delete -f sd-rl")
+    assert p.returncode == 0, p.stderr
+    assert wait_for(lambda: not os.path.exists(scope), 10)
+
+
+@needs_systemd
+def test_rootless_podman_with_the_users_systemd(session_user):
+    # Podman as the user, with its defaults on such a host: the systemd cgroup manager
+    # (the user's), a user namespace from /etc/subuid, Berth run as root inside it.
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    u = session_user
+    podman = f"podman --runtime {u['berth']} --events-backend file --storage-driver vfs"
+    p = u["run"](f"{podman} run --rm --network none --memory 64m --pids-limit 50 --rootfs {u['rootfs']} "
+                 f"/bin/sh -c 'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; cat /proc/self/uid_map'")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.split()
+    assert out[:2] == [str(64 << 20), "50"], p.stdout
+    assert out[2:5] == ["0", str(u["uid"]), "1"], p.stdout
+    p = u["run"](f"{podman} info --format '{{{{.Host.CgroupManager}}}}'")
+    assert p.stdout.strip() == "systemd", p.stdout + p.stderr

@@ -80,13 +80,14 @@ extension Runtime {
         if let unit = cgs.systemdUnit {
             // The unit's properties first (systemd rewrites the files from them whenever it
             // re-applies the unit), then the files, as runc does.
-            let c = try Systemd.connect()
+            let c = try Systemd.connect(user: cgs.systemdUser)
             try Systemd.setProperties(c, unit: unit, try Systemd.properties(r, on: c))
         }
         do { try Cgroup.apply(writes, to: cg, mount: mount) } catch {
             throw BerthError(error.message.replacingPrefix("config.json: ", with: ""))
         }
-        if let p = program { try DeviceFilter.attach(p, cgroup: cg) }
+        // Rootless, device rules are not enforced (as runc's): attaching needs privileges.
+        if let p = program, !rootlessCgroups { try DeviceFilter.attach(p, cgroup: cg) }
     }
 }
 

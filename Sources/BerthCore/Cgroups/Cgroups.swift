@@ -33,11 +33,15 @@ struct ContainerCgroups {
     /// Under the systemd driver: the unit whose cgroup `v2` is (systemd made it, and
     /// stopping the unit removes it).
     var systemdUnit: String?
+    /// The unit is the user's systemd's (rootless), not the system's.
+    var systemdUser = false
 
-    init(v2: String?, v1: [String: String]?, systemdUnit: String? = nil) {
-        self.v2 = v2; self.v1 = v1 ?? [:]; self.systemdUnit = systemdUnit
+    init(v2: String?, v1: [String: String]?, systemdUnit: String? = nil, systemdUser: Bool = false) {
+        self.v2 = v2; self.v1 = v1 ?? [:]; self.systemdUnit = systemdUnit; self.systemdUser = systemdUser
     }
-    init(_ st: StoredState) { self.init(v2: st.cgroup, v1: st.cgroupV1, systemdUnit: st.systemdUnit) }
+    init(_ st: StoredState) {
+        self.init(v2: st.cgroup, v1: st.cgroupV1, systemdUnit: st.systemdUnit, systemdUser: st.systemdUser)
+    }
 
     var isEmpty: Bool { v2 == nil && v1.isEmpty }
     /// On v1 the freezer hierarchy decides "paused" (as with runc); else cgroup.freeze.
@@ -107,7 +111,7 @@ struct ContainerCgroups {
             // sub-cgroups included; Berth removes the rest: the v1 hierarchies systemd
             // does not manage, and everything where systemd cannot be reached.
             do {
-                let c = try Systemd.connect()
+                let c = try Systemd.connect(user: systemdUser)
                 try Systemd.stop(c, unit: unit)
             } catch { warn("\(error.message)") }
             for d in v1.values.sorted() where FS.isDirectory(d) { Cgroup.destroy(d, made: [d]) }

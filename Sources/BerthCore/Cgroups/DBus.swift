@@ -326,7 +326,9 @@ final class DBusConnection {
     /// SO_PEERCRED); `bus` says whether a bus daemon is on the other end (Hello).
     static func open(_ path: String, bus: Bool) throws(BerthError) -> DBusConnection {
         let c = DBusConnection(fd: try connectUnix(path), path: path)
-        let uid = String(getuid())
+        // The peer sees our uid as its own namespace has it: in a user namespace (rootless
+        // Podman's) that is the id our uid maps to outside, not 0.
+        let uid = String(Rootless.outsideUid(getuid()))
         let hex = uid.utf8.map { b in let d = Array("0123456789abcdef".utf8); return String(decoding: [d[Int(b >> 4)], d[Int(b & 15)]], as: UTF8.self) }.joined()
         // BEGIN goes with AUTH, before the server's OK, as sd-bus's own clients send it.
         // Sent after the OK instead, it can reach systemd in one read with the first call,

@@ -27,8 +27,9 @@ enum Systemd {
     }
 
     /// `linux.cgroupsPath` as runc reads it under the systemd driver: "slice:prefix:name"
-    /// (an empty slice is system.slice), or empty for system.slice and "berth-<id>.scope".
-    static func unit(cgroupsPath: String?, id: String, mount: String) throws(BerthError) -> Unit {
+    /// (an empty slice is `defaultSlice`: system.slice, user.slice for the user's systemd),
+    /// or empty for that slice and "berth-<id>.scope".
+    static func unit(cgroupsPath: String?, id: String, mount: String, defaultSlice: String = "system.slice") throws(BerthError) -> Unit {
         var slice = "", prefix = "berth", name = id
         if let p = cgroupsPath, !p.isEmpty {
             let parts = p.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
@@ -37,7 +38,7 @@ enum Systemd {
             }
             (slice, prefix, name) = (parts[0], parts[1], parts[2])
         }
-        if slice.isEmpty { slice = "system.slice" }
+        if slice.isEmpty { slice = defaultSlice }
         let unitName = name.hasSuffix(".slice") ? name : prefix + "-" + name + ".scope"
         // The unit's name becomes a directory under the hierarchy: no "/" may take it
         // elsewhere (systemd refuses such names too, but only after Berth used the path).
@@ -318,10 +319,11 @@ enum Systemd {
 
     /// systemd's own socket for root (peer to peer: no bus daemon in the way, and it works
     /// before dbus is up, as systemctl uses it), else the system bus.
-    static func connect() throws(BerthError) -> DBusConnection {
+    static func connect(user: Bool = false) throws(BerthError) -> DBusConnection {
         guard running else {
             throw BerthError("systemd not running on this host, cannot use systemd cgroups manager")
         }
+        if user { return try connectUser() }
         var first: BerthError?
         if geteuid() == 0 && FS.exists("/run/systemd/private") {
             do { return try DBusConnection.open("/run/systemd/private", bus: false) } catch { first = error }
@@ -342,6 +344,40 @@ enum Systemd {
         } catch {
             throw BerthError("failed to connect to systemd over D-Bus: \(first.map { $0.message + "; " } ?? "")\(error.message)")
         }
+    }
+
+    /// Rootless: the user's own systemd, on the user's session bus (DBUS_SESSION_BUS_ADDRESS,
+    /// else $XDG_RUNTIME_DIR/bus, as runc finds it).
+    static func connectUser() throws(BerthError) -> DBusConnection {
+        var path: String?
+        if let a = getenv("DBUS_SESSION_BUS_ADDRESS").map({ String(cString: $0) }), a.hasPrefix("unix:path=") {
+            path = String(a.dropFirst(10).prefix { $0 != "," })
+        } else if let x = getenv("XDG_RUNTIME_DIR").map({ String(cString: $0) }), !x.isEmpty, FS.exists(x + "/bus") {
+            path = x + "/bus"
+        }
+        guard let path else {
+            throw BerthError("rootless --systemd-cgroup: no user D-Bus (DBUS_SESSION_BUS_ADDRESS unset, no $XDG_RUNTIME_DIR/bus): install dbus-user-session and run `systemctl --user start dbus`")
+        }
+        do {
+            let c = try DBusConnection.open(path, bus: true)
+            try c.call(destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
+                       member: "AddMatch", body: [.string("type='signal',sender='\(service)',path='\(object)',interface='\(manager)',member='JobRemoved'")])
+            try c.call(destination: service, path: object, interface: manager, member: "Subscribe")
+            return c
+        } catch {
+            throw BerthError("failed to connect to the user's systemd over D-Bus: \(error.message)")
+        }
+    }
+
+    /// The user manager's own cgroup ("/user.slice/user-1000.slice/user@1000.service"):
+    /// its units' paths start there.
+    static func managerCgroup(_ c: DBusConnection) throws(BerthError) -> String {
+        let r = try c.call(destination: service, path: object, interface: "org.freedesktop.DBus.Properties",
+                           member: "Get", body: [.string(manager), .string("ControlGroup")])
+        guard let cg = r.body.first?.stringValue, cg.hasPrefix("/") else {
+            throw BerthError("the user's systemd gave no ControlGroup")
+        }
+        return cg
     }
 
     /// `properties` with systemd's version asked over `c`, once and only if needed.

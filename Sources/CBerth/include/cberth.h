@@ -195,6 +195,7 @@ typedef struct {
     const uint32_t *groups; int ngroups; // setgroups list (ngroups may be 0)
     int set_groups;         // call setgroups at all
     int userns_setgroups;   // in some user namespace: skip setgroups where procfs says "deny"
+    int cgroup_optional;    // rootless exec: a cgroup the caller may not move into is skipped
     int maps_by_owner;      // an unprivileged parent writes the id maps (needs us dumpable then)
     int umask;              // -1 = leave
     int new_keyring;        // join a fresh session keyring
