@@ -11,12 +11,12 @@ public enum Rootless {
     public static var euid: Bool { geteuid() != 0 }
 
     /// This process is in a user namespace other than the initial one: its uid_map is not
-    /// the identity map over every id (runc's userns.RunningInUserNS).
-    public static var inUserNamespace: Bool {
+    /// the identity map over every id (runc's userns.RunningInUserNS). Read once.
+    public static let inUserNamespace: Bool = {
         guard let text = FS.readString("/proc/self/uid_map") else { return false }
         let f = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         return !(f.count == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
-    }
+    }()
 
     /// `--rootless true|false|auto` (runc's flag; Go's boolean spellings, empty is auto):
     /// auto means an unprivileged euid, or root in a user namespace unless the systemd

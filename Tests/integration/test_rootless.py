@@ -198,20 +198,28 @@ def test_an_images_own_setgroups_file_is_not_believed(env, rootfs):
     assert p.stdout.split() == ["0", "1234"], p.stdout
 
 
+def user_etc(user, home):
+    """passwd, group, subuid and subgid with the user (home `home`) and a range of 65536
+    ids from 300000, in the test's directory; returns the shell that binds them over /etc
+    (run it in a private mount namespace)."""
+    etc = os.path.join(user.base, "etc")
+    os.mkdir(etc)
+    files = {"passwd": open("/etc/passwd").read() + f"tester:x:{UID}:{UID}::{home}:/bin/sh\n",
+             "group": open("/etc/group").read() + f"tester:x:{UID}:\n",
+             "subuid": "tester:300000:65536\n", "subgid": "tester:300000:65536\n"}
+    for name, text in files.items():
+        with open(os.path.join(etc, name), "w") as f:
+            f.write(text)
+    return "; ".join(f"mount --bind {etc}/{n} /etc/{n}" for n in files)
+
+
 def test_more_ids_through_newuidmap(user):
     # A user may map only its own ids; a range from /etc/subuid and /etc/subgid needs the
     # setuid newuidmap/newgidmap, as with runc. The user and its ranges exist only in a
     # private mount namespace of the test's (bound over /etc), so nothing is left behind.
     if not shutil.which("newuidmap"):
         pytest.skip("newuidmap is not installed (Debian's uidmap)")
-    etc = os.path.join(user.base, "etc")
-    os.mkdir(etc)
-    files = {"passwd": open("/etc/passwd").read() + f"tester:x:{UID}:{UID}::/tmp:/bin/sh\n",
-             "group": open("/etc/group").read() + f"tester:x:{UID}:\n",
-             "subuid": "tester:300000:65536\n", "subgid": "tester:300000:65536\n"}
-    for name, text in files.items():
-        with open(os.path.join(etc, name), "w") as f:
-            f.write(text)
+    binds = user_etc(user, "/tmp")
     maps = [{"containerID": 0, "hostID": UID, "size": 1}, {"containerID": 1, "hostID": 300000, "size": 65536}]
 
     def m(c):
@@ -223,7 +231,6 @@ def test_more_ids_through_newuidmap(user):
     user.config(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; "
                              "touch /tmp/f && chown 1000:1000 /tmp/f && stat -c '%u %g' /tmp/f"], mutate=m)
     pre, env = user.cmd()
-    binds = "; ".join(f"mount --bind {etc}/{n} /etc/{n}" for n in files)
     script = f"{binds}; cd {user.bundle}; exec " + " ".join(pre) + f" {user.berth} run rl-map"
     user.ids.append("rl-map")
     p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
@@ -279,15 +286,7 @@ def test_rootless_podman(user, rootfs):
     home = os.path.join(user.base, "home")
     os.mkdir(home, 0o700)
     os.chown(home, UID, UID)
-    etc = os.path.join(user.base, "etc")
-    os.mkdir(etc)
-    files = {"passwd": open("/etc/passwd").read() + f"tester:x:{UID}:{UID}::{home}:/bin/sh\n",
-             "group": open("/etc/group").read() + f"tester:x:{UID}:\n",
-             "subuid": "tester:300000:65536\n", "subgid": "tester:300000:65536\n"}
-    for name, text in files.items():
-        with open(os.path.join(etc, name), "w") as f:
-            f.write(text)
-    binds = "; ".join(f"mount --bind {etc}/{n} /etc/{n}" for n in files)
+    binds = user_etc(user, home)
     # The user's own copy of the image (Podman writes /etc/mtab and the like into it).
     own = os.path.join(home, "rootfs")
     shutil.copytree(rootfs, own, symlinks=True)

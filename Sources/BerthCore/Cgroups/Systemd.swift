@@ -90,14 +90,7 @@ enum Systemd {
         if let w = r.blockIO?.weight, w >= 10 && w <= 1000 {
             out.append(("IOWeight", .uint64(CgroupResources.ioWeight(w))))
         }
-        for (key, list) in [("AllowedCPUs", r.cpu?.cpus), ("AllowedMemoryNodes", r.cpu?.mems)] {
-            guard let list, !list.isEmpty else { continue }
-            guard let bits = cpuBits(list) else {
-                throw BerthError("config.json: linux.resources.cpu.\(key == "AllowedCPUs" ? "cpus" : "mems"): invalid list \"\(list)\"")
-            }
-            // AllowedCPUs/AllowedMemoryNodes came with systemd 244; older ones get the files only.
-            if version() >= 244 { out.append((key, .array("y", bits.map { .byte($0) }))) }
-        }
+        try cpuset(&out, r, version: version)
         for (k, v) in (r.unified ?? [:]).sorted(by: { $0.key < $1.key }) {
             let v = Systemd.trim(v)
             let num: (String) -> DBusValue? = { s in s == "max" ? .uint64(.max) : UInt64(s).map { .uint64($0) } }
@@ -148,6 +141,12 @@ enum Systemd {
         cpuQuota(&out, quota: r.cpu?.quota ?? 0, period: r.cpu?.period ?? 0, version: version)
         if let w = r.blockIO?.weight, w != 0 { out.append(("BlockIOWeight", .uint64(UInt64(w)))) }
         if let p = r.pids, p > 0 || p == -1 { out.append(("TasksMax", .uint64(p == -1 ? .max : UInt64(p)))) }
+        try cpuset(&out, r, version: version)
+        return out
+    }
+
+    /// AllowedCPUs/AllowedMemoryNodes (systemd 244 and later; older ones get the files only).
+    static func cpuset(_ out: inout [Property], _ r: Resources, version: () -> Int) throws(BerthError) {
         for (key, list) in [("AllowedCPUs", r.cpu?.cpus), ("AllowedMemoryNodes", r.cpu?.mems)] {
             guard let list, !list.isEmpty else { continue }
             guard let bits = cpuBits(list) else {
@@ -155,7 +154,6 @@ enum Systemd {
             }
             if version() >= 244 { out.append((key, .array("y", bits.map { .byte($0) }))) }
         }
-        return out
     }
 
     /// The device rules as systemd's DevicePolicy and DeviceAllow. On cgroup v1 systemd
@@ -333,17 +331,20 @@ enum Systemd {
             busPath = String(env.dropFirst(10).prefix { $0 != "," })
         }
         do {
-            let c = try DBusConnection.open(busPath, bus: true)
-            // On the bus, JobRemoved reaches only those who ask for it: the bus routes
-            // signals to matching clients, and systemd emits them on the bus at all only
-            // while some client is subscribed (its private socket gets them always).
-            try c.call(destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
-                       member: "AddMatch", body: [.string("type='signal',sender='\(service)',path='\(object)',interface='\(manager)',member='JobRemoved'")])
-            try c.call(destination: service, path: object, interface: manager, member: "Subscribe")
-            return c
+            return try subscribed(DBusConnection.open(busPath, bus: true))
         } catch {
             throw BerthError("failed to connect to systemd over D-Bus: \(first.map { $0.message + "; " } ?? "")\(error.message)")
         }
+    }
+
+    /// On a bus, JobRemoved reaches only those who ask for it: the bus routes signals to
+    /// matching clients, and systemd emits them on the bus at all only while some client
+    /// is subscribed (its private socket gets them always).
+    static func subscribed(_ c: DBusConnection) throws(BerthError) -> DBusConnection {
+        try c.call(destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
+                   member: "AddMatch", body: [.string("type='signal',sender='\(service)',path='\(object)',interface='\(manager)',member='JobRemoved'")])
+        try c.call(destination: service, path: object, interface: manager, member: "Subscribe")
+        return c
     }
 
     /// Rootless: the user's own systemd, on the user's session bus (DBUS_SESSION_BUS_ADDRESS,
@@ -359,11 +360,7 @@ enum Systemd {
             throw BerthError("rootless --systemd-cgroup: no user D-Bus (DBUS_SESSION_BUS_ADDRESS unset, no $XDG_RUNTIME_DIR/bus): install dbus-user-session and run `systemctl --user start dbus`")
         }
         do {
-            let c = try DBusConnection.open(path, bus: true)
-            try c.call(destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus", interface: "org.freedesktop.DBus",
-                       member: "AddMatch", body: [.string("type='signal',sender='\(service)',path='\(object)',interface='\(manager)',member='JobRemoved'")])
-            try c.call(destination: service, path: object, interface: manager, member: "Subscribe")
-            return c
+            return try subscribed(DBusConnection.open(path, bus: true))
         } catch {
             throw BerthError("failed to connect to the user's systemd over D-Bus: \(error.message)")
         }
