@@ -206,8 +206,12 @@ public struct Runtime {
                 systemd = c
             }
             if let mount = cgroupMount, unit == nil {
-                let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount,
-                                         own: Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? ""), rootless: rootlessCgroups)
+                // Berth's own cgroup matters only for a relative path or runc's rootless
+                // default: /proc/self/cgroup is not read on every create.
+                let given = spec.linux?.cgroupsPath ?? ""
+                let own = rootlessCgroups || (!given.isEmpty && !given.hasPrefix("/"))
+                    ? Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? "") : nil
+                let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount, own: own, rootless: rootlessCgroups)
                 cgroupDir = cg
                 if defaultPath { cgroupPlanned.append(mount + "/berth") }
                 cgroupPlanned += Cgroup.missing(cg, mount: mount).filter { !cgroupPlanned.contains($0) }
