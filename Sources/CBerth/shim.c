@@ -1004,6 +1004,14 @@ static int setgroups_denied(const berth_plan *p) {
     return n >= 4 && strncmp(buf, "deny", 4) == 0;
 }
 
+// CVE-2024-21626: a cwd reached through a leaked host fd lies outside our root, and the
+// kernel then reports it as "(unreachable)/..." rather than an absolute path.
+static void check_cwd_inside(void) {
+    char cwd[PATH_MAX];
+    if (syscall(SYS_getcwd, cwd, sizeof cwd) < 0) fail(BERTH_STAGE_CWD_OUTSIDE, errno, -1);
+    if (cwd[0] != '/') fail(BERTH_STAGE_CWD_OUTSIDE, ENOENT, -1);
+}
+
 static void set_home(const berth_plan *p) {
     if (!p->set_home) return;
     const char *home = "/";
@@ -1327,13 +1335,16 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
             fail(BERTH_STAGE_KEYRING, errno, -1);
     }
 
-    if (chdir(p->cwd) != 0) fail(BERTH_STAGE_CHDIR, errno, -1);
-    // CVE-2024-21626: a cwd reached through a leaked host fd lies outside our root, and
-    // the kernel then reports it as "(unreachable)/..." rather than an absolute path.
-    {
-        char cwd[PATH_MAX];
-        if (syscall(SYS_getcwd, cwd, sizeof cwd) < 0) fail(BERTH_STAGE_CWD_OUTSIDE, errno, -1);
-        if (cwd[0] != '/') fail(BERTH_STAGE_CWD_OUTSIDE, ENOENT, -1);
+    // The cwd is entered as root first (a directory root may enter and the user may not
+    // still works, as runc). Where root is refused (a volume chowned to the container's
+    // user: root of a user namespace has no DAC override on an inode whose owner or group
+    // the namespace does not map), it is entered again as the user, after the switch.
+    int cwd_as_user = 0;
+    if (chdir(p->cwd) != 0) {
+        if (errno != EACCES && errno != EPERM) fail(BERTH_STAGE_CHDIR, errno, -1);
+        cwd_as_user = 1;
+    } else {
+        check_cwd_inside();
     }
 
     if (p->umask >= 0) umask((mode_t)p->umask);
@@ -1344,6 +1355,10 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
         fail(BERTH_STAGE_SETGROUPS, errno, -1);
     if (setresgid(p->gid, p->gid, p->gid) != 0) fail(BERTH_STAGE_SETGID, errno, -1);
     if (setresuid(p->uid, p->uid, p->uid) != 0) fail(BERTH_STAGE_SETUID, errno, -1);
+    if (cwd_as_user) {
+        if (chdir(p->cwd) != 0) fail(BERTH_STAGE_CHDIR, errno, -1);
+        check_cwd_inside();
+    }
     apply_capabilities(p);
 
     // no_new_privs: setuid binaries and file capabilities cannot raise privileges after

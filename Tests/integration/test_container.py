@@ -193,6 +193,29 @@ def test_user_namespace_maps_ids(env):
     assert (st.st_uid, st.st_gid) == (100000, 200000)
 
 
+def test_cwd_only_the_user_may_enter(env):
+    # A volume chowned to the container's user, mode 700, as cwd: the namespace's root has
+    # no DAC override on it (its owner 1000 is mapped, but root may not bypass the mode of
+    # an inode whose group the namespace does not map), so the cwd must be entered as the
+    # user, after the switch, as runc does. A plain 0:0 700 cwd is still entered as root.
+    vol = os.path.join(env.tmp, "vol")
+    os.makedirs(vol)
+    os.chown(vol, 101000, 0)
+    os.chmod(vol, 0o700)
+
+    def m(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["mounts"].append({"destination": "/home", "type": "bind", "source": vol, "options": ["bind"]})
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+        c["process"]["cwd"] = "/home"
+    p = env.run(["sh", "-c", "pwd; id -u; touch here"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["/home", "1000"]
+    assert os.stat(os.path.join(vol, "here")).st_uid == 101000
+
+
 def test_time_namespace_offsets(env):
     def m(c):
         c["linux"]["namespaces"].append({"type": "time"})
