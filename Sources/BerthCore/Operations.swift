@@ -143,12 +143,13 @@ public struct Runtime {
                 hierarchies = hs
                 cgroupMount = unified
                 v1Dirs = try CgroupV1.dirs(for: spec.linux?.cgroupsPath, id: id, hierarchies: hs,
-                                           own: CgroupV1.ownCgroups(FS.readString("/proc/self/cgroup") ?? ""))
+                                           own: CgroupV1.ownCgroups(FS.readString("/proc/self/cgroup") ?? ""),
+                                           rootless: rootlessCgroups)
                 for h in hs {
                     guard let d = v1Dirs[h.key] else { continue }
                     // Berth's default parent is shared by its containers: each delete tries
                     // to remove it, and the last one succeeds.
-                    if defaultPath { cgroupPlanned.append(h.mountpoint + "/berth") }
+                    if defaultPath && !rootlessCgroups { cgroupPlanned.append(h.mountpoint + "/berth") }
                     cgroupPlanned += Cgroup.missing(d, mount: h.mountpoint).filter { !cgroupPlanned.contains($0) }
                 }
             case .none:
@@ -213,28 +214,39 @@ public struct Runtime {
                     ? Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? "") : nil
                 let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount, own: own, rootless: rootlessCgroups)
                 cgroupDir = cg
-                if defaultPath { cgroupPlanned.append(mount + "/berth") }
+                if defaultPath && !rootlessCgroups { cgroupPlanned.append(mount + "/berth") }
                 cgroupPlanned += Cgroup.missing(cg, mount: mount).filter { !cgroupPlanned.contains($0) }
             }
             if rootlessCgroups && unit == nil && (cgroupDir != nil || !v1Dirs.isEmpty) {
-                // runc's rootless rules: where the user may not make or join the cgroup
-                // (a cgroup tree root owns, no delegated subtree), the container runs
-                // without one; asking for limits then is an error, and device rules are
-                // ignored (they cannot be enforced without privileges). All or nothing
-                // over the v1 hierarchies.
-                let own = Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? "")
-                var usable = hierarchies.allSatisfy { h in
-                    v1Dirs[h.key].map { Cgroup.usableWithoutPrivileges($0, mount: h.mountpoint, moveFrom: nil) } ?? true
+                // runc's rootless rules, per hierarchy as its fs drivers: a cgroup the user
+                // may not make or join (a tree root owns, nothing delegated) is done
+                // without, unless the config names the path (then it is an error); a limit
+                // that needs a hierarchy done without is refused by name; device rules are
+                // ignored (they cannot be enforced without privileges). name=systemd and
+                // a hybrid host's unified hierarchy are joined where possible, as runc's
+                // named hierarchies, never an error.
+                var refused: String?
+                for h in hierarchies {
+                    guard let d = v1Dirs[h.key], !Cgroup.usableWithoutPrivileges(d, mount: h.mountpoint, moveFrom: nil) else { continue }
+                    v1Dirs[h.key] = nil
+                    if !h.key.hasPrefix("name=") { refused = refused ?? d }
                 }
-                if let cg = cgroupDir, let m = cgroupMount,
-                   !Cgroup.usableWithoutPrivileges(cg, mount: m, moveFrom: own.map { Paths.clean(m + $0) }) {
-                    usable = false
+                if let cg = cgroupDir, let m = cgroupMount {
+                    let own = Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? "")
+                    if !Cgroup.usableWithoutPrivileges(cg, mount: m, moveFrom: own.map { Paths.clean(m + $0) }) {
+                        cgroupDir = nil
+                        if hierarchies.isEmpty { refused = cg }
+                    }
                 }
-                if !usable {
-                    debug("rootless: no cgroup (\(cgroupDir ?? v1Dirs.values.sorted().first ?? "") cannot be made or joined by uid \(geteuid()))")
-                    cgroupDir = nil
-                    v1Dirs = [:]
-                    cgroupPlanned = []
+                if let r = refused, !defaultPath {
+                    throw BerthError("unable to apply cgroup configuration: mkdir \(r): permission denied")
+                }
+                let kept = hierarchies.filter { v1Dirs[$0.key] != nil }.map(\.mountpoint) + (cgroupDir != nil ? [cgroupMount ?? ""] : [])
+                cgroupPlanned = cgroupPlanned.filter { p in kept.contains { p.hasPrefix($0 + "/") } }
+                if cgroupDir == nil && v1Dirs.isEmpty {
+                    debug("rootless: no cgroup (uid \(geteuid()) may not make or join one)")
+                }
+                if hierarchies.isEmpty && cgroupDir == nil {
                     var ignored: [String] = []
                     var wanted = spec.linux?.resources ?? Resources()
                     wanted.devices = nil
@@ -274,13 +286,13 @@ public struct Runtime {
             }
             // Limits and the device rules are in place before the clone: no code of the
             // container ever runs without them.
-            if !v1Dirs.isEmpty && unit == nil {
+            if (!v1Dirs.isEmpty || (rootlessCgroups && !hierarchies.isEmpty)) && unit == nil {
                 var res = spec.linux?.resources ?? Resources()
                 res.devices = res.devices ?? []  // runc's defaults apply even without rules
                 if rootlessCgroups { res.devices = nil }
                 var warnings: [String] = []
                 try CgroupV1.apply(res, dirs: v1Dirs, hybridV2: cgroupDir.flatMap { d in cgroupMount.map { (dir: d, mount: $0) } },
-                                   warnings: &warnings)
+                                   rootless: rootlessCgroups, warnings: &warnings)
                 for w in warnings { warn(w) }
             } else if let cg = cgroupDir, let mount = cgroupMount, unit == nil {
                 try Cgroup.apply(cgroupWrites, to: cg, mount: mount)
@@ -290,9 +302,9 @@ public struct Runtime {
             // Rootless without a cgroup of its own, the container sees the cgroups it was
             // started in.
             var mountDirs = v1Dirs
-            if mountDirs.isEmpty && rootlessCgroups && !hierarchies.isEmpty {
+            if rootlessCgroups && !hierarchies.isEmpty && mountDirs.count < hierarchies.count {
                 let own = CgroupV1.ownCgroups(FS.readString("/proc/self/cgroup") ?? "")
-                for h in hierarchies { mountDirs[h.key] = CgroupV1.ownDir(h, own: own) }
+                for h in hierarchies where mountDirs[h.key] == nil { mountDirs[h.key] = CgroupV1.ownDir(h, own: own) }
             }
             if !mountDirs.isEmpty {
                 // "cgroup" mounts become the v1 hierarchies, as runc lays them out.
@@ -590,6 +602,8 @@ public struct Runtime {
             cgs.signalAll(sig)
             return
         }
+        // Nor has one without a cgroup (rootless): runc's --all then succeeds too.
+        if all && st == .stopped { return }
         if !st.canKill { throw BerthError("container not running") }
         try signalInit(rec, sig)
     }

@@ -156,7 +156,12 @@ struct ContainerPlan {
             // it in one) mknod of a device is refused: devices are bound from the host.
             let userns = p.inUserNamespace || Rootless.inUserNamespace
             var seen = Set<String>()
+            let ownPtmx = p.mounts.contains(where: { $0.dest == "dev/pts" && $0.fstype == "devpts" })
             for (i, d) in (linux.devices ?? []).enumerated() {
+                // With the container's own devpts, /dev/ptmx is its pts/ptmx (below), as
+                // runc makes it whatever the config lists: a host node bound in a user
+                // namespace would be owned by nobody and serve the host's devpts.
+                if ownPtmx && Paths.clean(d.path) == "/dev/ptmx" { continue }
                 let type: UInt32
                 switch d.type {
                 case "b": type = UInt32(S_IFBLK)
@@ -182,7 +187,7 @@ struct ContainerPlan {
                 ("/proc/self/fd", "dev/fd", false), ("/proc/self/fd/0", "dev/stdin", false),
                 ("/proc/self/fd/1", "dev/stdout", false), ("/proc/self/fd/2", "dev/stderr", false),
             ]
-            if p.mounts.contains(where: { $0.dest == "dev/pts" && $0.fstype == "devpts" }) {
+            if ownPtmx {
                 // The container's own devpts instance serves /dev/ptmx.
                 p.symlinks.append(("pts/ptmx", "dev/ptmx", true))
             }

@@ -3,8 +3,10 @@ against the expected-failure list. Called by Scripts/conformance.
 
 usage: report.py WORKDIR EXPECTED WHERE RUNTIME... -- FILE.bats...
 WORKDIR/<runtime>/<file>.tap holds bats' TAP output for each file.
-EXPECTED lines: WHERE | FILE | TEST NAME | REASON   (WHERE: host, vm, systemd or both, which
-means everywhere; # comments)
+EXPECTED lines: WHERE | FILE | TEST NAME | REASON   (WHERE: host, vm, systemd, hybrid,
+rootless, rootless-vm or both, which means everywhere; # comments)
+In rootless runs a FILE is SET/FILE.bats (SET: none, idmap, cgroup, idmap+cgroup); a listed
+*/FILE.bats holds for every set, and a "both" entry's FILE.bats too.
 Exit status 1 when Berth fails a test that is not listed for WHERE, or passes one that is
 (unless its reason starts with "flaky": it may go either way, and says why).
 """
@@ -42,7 +44,7 @@ for n, line in enumerate(open(expected_path), 1):
     if not line or line.startswith("#"):
         continue
     parts = [p.strip() for p in line.split("|")]
-    if len(parts) != 4 or parts[0] not in ("host", "vm", "systemd", "hybrid", "both") or not parts[3]:
+    if len(parts) != 4 or parts[0] not in ("host", "vm", "systemd", "hybrid", "rootless", "rootless-vm", "both") or not parts[3]:
         sys.exit(f"{expected_path}:{n}: want WHERE | FILE | TEST NAME | REASON")
     if parts[0] in (where, "both"):
         expected[(parts[1], parts[2])] = parts[3]
@@ -76,14 +78,26 @@ if "runc" in runtimes:
     print(f"where they differ ({len(diffs)}):")
     print("\n".join(diffs) if diffs else "  nowhere")
 
+
+
+def listed(f, name):
+    """The reason a test is listed for, or None; SET/FILE.bats also matches */FILE.bats
+    and FILE.bats."""
+    base = os.path.basename(f)
+    for key in ((f, name), ("*/" + base, name), (base, name)):
+        if key in expected:
+            return expected[key]
+    return None
+
+
 unexpected, fixed = [], []
 for f in files:
     for name, r in results["berth"][f].items():
-        key = (f, name)
-        if r == "not ok" and key not in expected:
+        reason = listed(f, name)
+        if r == "not ok" and reason is None:
             unexpected.append(f"  {f}: {name}")
-        if r == "ok" and key in expected and not expected[key].startswith("flaky"):
-            fixed.append(f"  {f}: {name} (listed: {expected[key]})")
+        if r == "ok" and reason is not None and not reason.startswith("flaky"):
+            fixed.append(f"  {f}: {name} (listed: {reason})")
     if not results["berth"][f]:
         unexpected.append(f"  {f}: no result at all (see the .err file)")
 if unexpected:

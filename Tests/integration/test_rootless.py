@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from conftest import BERTH as BUILT, CGROUP_ROOTS, wait_for
+from conftest import BERTH as BUILT, CGROUP_ROOTS, CGROUP_V1, v1_hierarchies, wait_for
 
 UID = 4242  # no passwd entry: the owner shows as "#4242", as with runc
 
@@ -135,6 +135,11 @@ def test_lifecycle_without_a_cgroup(user):
     assert p.returncode == 1 and p.stderr.strip() == "cannot pause: the container has no cgroup", p.stderr
     assert user.run("BERTH kill rl-d KILL").returncode == 0
     assert wait_for(lambda: json.loads(user.run("BERTH state rl-d").stdout)["status"] == "stopped", 10)
+    # Stopped: a signal for init is an error, --all (nothing left to signal) is not (runc).
+    p = user.run("BERTH kill rl-d 0")
+    assert p.returncode == 1 and p.stderr.strip() == "container not running", p.stderr
+    p = user.run("BERTH kill --all rl-d 0")
+    assert p.returncode == 0, p.stderr
     p = user.run("BERTH delete rl-d")
     assert p.returncode == 0, p.stderr
     assert not os.listdir(os.path.join(user.xdg, "berth"))
@@ -148,6 +153,15 @@ def test_limits_without_a_cgroup_are_refused(user):
     assert p.returncode == 1
     assert p.stderr.strip() == "cannot set memory limit: container could not join or create cgroup", p.stderr
     assert not os.listdir(os.path.join(user.xdg, "berth"))
+    # A cgroup the config names is never done without: the user may not make it here.
+    def named(c):
+        c["linux"]["cgroupsPath"] = "/rl-named/c"
+    user.config(["true"], mutate=named)
+    p = user.run("BERTH run rl-named")
+    assert p.returncode == 1
+    assert p.stderr.startswith("unable to apply cgroup configuration: mkdir /sys/fs/cgroup/") and \
+        p.stderr.strip().endswith("/rl-named/c: permission denied"), p.stderr
+    assert not os.listdir(os.path.join(user.xdg, "berth"))
     # Device rules alone are not limits: they are not enforced rootless, as with runc.
     def d(c):
         c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
@@ -155,6 +169,59 @@ def test_limits_without_a_cgroup_are_refused(user):
     user.ids.append("rl-dev")
     p = user.run("BERTH run rl-dev")
     assert p.returncode == 0, p.stderr
+
+
+def test_the_containers_own_ptmx_even_when_listed(user):
+    # runc's default config lists /dev/ptmx among the devices: bound from the host in a
+    # user namespace it would belong to nobody (the host's root) and open the host's
+    # devpts; it is the container's own pts/ptmx, as runc makes it.
+    def m(c):
+        c["linux"]["devices"] = [{"path": "/dev/ptmx", "type": "c", "major": 5, "minor": 2}]
+    user.config(["sh", "-c", "readlink /dev/ptmx; ls -lLn /dev/ptmx"], mutate=m)
+    user.ids.append("rl-ptmx")
+    p = user.run("BERTH run rl-ptmx")
+    assert p.returncode == 0, p.stderr
+    link, ls = p.stdout.splitlines()
+    assert link == "pts/ptmx", p.stdout
+    assert ls.split()[:4] == ["crw-rw-rw-", "1", "0", "0"], p.stdout
+
+
+@pytest.mark.skipif(not CGROUP_V1 or "pids" not in v1_hierarchies(), reason="needs a v1 pids hierarchy (this host)")
+def test_a_v1_hierarchy_the_user_may_write_is_used(user):
+    # runc's fs driver, rootless, goes hierarchy by hierarchy: Berth started in a pids
+    # cgroup the user owns puts the container below it (runc's rootless default) with its
+    # limit, and does without the hierarchies the user may not write.
+    top = os.path.join(v1_hierarchies()["pids"], "rl-v1")
+    os.mkdir(top)
+    try:
+        for n in ("", "/cgroup.procs", "/tasks"):
+            os.chown(top + n, UID, UID)
+
+        def m(c):
+            c["linux"]["resources"] = {"pids": {"limit": 37}}
+        user.config(["sh", "-c", "grep :pids: /proc/self/cgroup | cut -d: -f3; cat /sys/fs/cgroup/pids/pids.max"], mutate=m)
+        pre, env = user.cmd()
+
+        def run(cid):
+            script = f"echo $$ > {top}/cgroup.procs && cd {user.bundle} && exec " + " ".join(pre) + f" {user.berth} run {cid}"
+            return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        user.ids.append("rl-v1c")
+        p = run("rl-v1c")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["/rl-v1/rl-v1c", "37"], p.stdout
+        assert not os.path.exists(top + "/rl-v1c")
+        # A limit in a hierarchy the user may not write is refused by name.
+        def mem(c):
+            c["linux"]["resources"] = {"pids": {"limit": 37}, "memory": {"limit": 64 << 20}}
+        user.config(["true"], mutate=mem)
+        p = run("rl-v1c")
+        assert p.returncode == 1
+        assert p.stderr.strip() == "cannot set memory limit: container could not join or create cgroup", p.stderr
+        assert not os.path.exists(top + "/rl-v1c")
+    finally:
+        for d in (top + "/rl-v1c", top):
+            if os.path.isdir(d):
+                os.rmdir(d)
 
 
 def test_root_in_the_callers_user_namespace_is_rootless(user):

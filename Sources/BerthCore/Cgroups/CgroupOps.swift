@@ -44,7 +44,7 @@ extension Runtime {
             if let unit = cgs.systemdUnit { try updateUnitV1(rec, unit, cgs, r) }
             var warnings: [String] = []
             let hybrid = cgs.v2.flatMap { d in Cgroup.mountPoint().map { (dir: d, mount: $0) } }
-            do { try CgroupV1.apply(r, dirs: cgs.v1, hybridV2: hybrid, warnings: &warnings) } catch {
+            do { try CgroupV1.apply(r, dirs: cgs.v1, hybridV2: hybrid, rootless: rootlessCgroups, warnings: &warnings) } catch {
                 throw BerthError(error.message.replacingPrefix("config.json: ", with: ""))
             }
             for w in warnings { warn(w) }

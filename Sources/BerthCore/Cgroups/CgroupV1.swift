@@ -58,9 +58,11 @@ enum CgroupV1 {
     /// process's own cgroup there; empty means Berth's default, /berth/<id>. ".." never
     /// climbs out (the path is cleaned as if absolute first, as runc does).
     static func dirs(for cgroupsPath: String?, id: String, hierarchies: [Hierarchy],
-                     own: [(subsystems: Set<String>, path: String)]) throws(BerthError) -> [String: String] {
+                     own: [(subsystems: Set<String>, path: String)], rootless: Bool = false) throws(BerthError) -> [String: String] {
         let given = cgroupsPath ?? ""
-        let path = given.isEmpty ? "/berth/\(id)" : given
+        // Rootless, runc's default is relative: the container's cgroup below Berth's own in
+        // each hierarchy (where a delegated cgroup lets the user make one).
+        let path = given.isEmpty ? (rootless ? id : "/berth/\(id)") : given
         if path.contains(":") {
             throw BerthError("config.json: linux.cgroupsPath: \"\(path)\" looks like a systemd slice:prefix:name; berth manages cgroupfs paths only")
         }
@@ -157,10 +159,13 @@ enum CgroupV1 {
     /// container's cgroup in a hybrid host's v2 hierarchy: hugetlb and rdma limits go
     /// there when that hierarchy has the controller and v1 does not.
     static func apply(_ r: Resources, dirs: [String: String], hybridV2: (dir: String, mount: String)?,
-                      warnings: inout [String]) throws(BerthError) {
+                      rootless: Bool = false, warnings: inout [String]) throws(BerthError) {
         func fail(_ field: String, _ why: String) -> BerthError { BerthError("config.json: linux.resources.\(field): \(why)") }
         func need(_ subsystem: String, _ field: String) throws(BerthError) -> String {
             if let d = dir(dirs, subsystem) { return d }
+            // Rootless, a hierarchy is missing because the user could not make or join the
+            // cgroup there: runc's words.
+            if rootless { throw BerthError("cannot set \(subsystem) limit: container could not join or create cgroup") }
             throw fail(field, "the cgroup v1 \(subsystem) hierarchy is not mounted on this host")
         }
         func put(_ d: String, _ file: String, _ value: String, _ field: String) throws(BerthError) {
@@ -177,7 +182,8 @@ enum CgroupV1 {
             if let cpus = c.cpus, !cpus.isEmpty { try put(try need("cpuset", "cpu.cpus"), "cpuset.cpus", cpus, "cpu.cpus") }
             if let mems = c.mems, !mems.isEmpty { try put(try need("cpuset", "cpu.mems"), "cpuset.mems", mems, "cpu.mems") }
         }
-        if let devs = r.devices {
+        // Rootless, device rules are not enforced (attaching needs privileges), as runc's.
+        if let devs = r.devices, !rootless {
             // Only what the config asks for reaches the kernel: the rest of the rule list
             // is runc's defaults, which need no devices hierarchy to be right.
             let target: DeviceEmulator
