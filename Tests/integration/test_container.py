@@ -171,15 +171,20 @@ def test_joined_namespaces_are_shared(env):
     assert lines == ["first-box", host_net, host_ipc, "1"]
 
 
+def user_namespace(c, uid, gid):
+    """A user namespace of 65536 ids, the container's 0 at host ids uid and gid."""
+    c["linux"]["namespaces"].append({"type": "user"})
+    c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 65536}]
+    c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 65536}]
+
+
 def test_user_namespace_maps_ids(env):
     out_dir = os.path.join(env.tmp, "out")
     os.makedirs(out_dir)
     os.chmod(out_dir, 0o777)
 
     def m(c):
-        c["linux"]["namespaces"].append({"type": "user"})
-        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        user_namespace(c, 100000, 200000)
         # An existing directory: the image belongs to the host's root, which the
         # namespace's root cannot write to, so a new mount point could not be made.
         c["mounts"].append({"destination": "/home", "type": "bind", "source": out_dir, "options": ["bind"]})
@@ -197,16 +202,14 @@ def test_cwd_only_the_user_may_enter(env):
     # A volume chowned to the container's user, mode 700, as cwd: the namespace's root has
     # no DAC override on it (its owner 1000 is mapped, but root may not bypass the mode of
     # an inode whose group the namespace does not map), so the cwd must be entered as the
-    # user, after the switch, as runc does. A plain 0:0 700 cwd is still entered as root.
+    # user, after the switch, as runc does.
     vol = os.path.join(env.tmp, "vol")
     os.makedirs(vol)
     os.chown(vol, 101000, 0)
     os.chmod(vol, 0o700)
 
     def m(c):
-        c["linux"]["namespaces"].append({"type": "user"})
-        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        user_namespace(c, 100000, 100000)
         c["mounts"].append({"destination": "/home", "type": "bind", "source": vol, "options": ["bind"]})
         c["process"]["user"] = {"uid": 1000, "gid": 1000}
         c["process"]["cwd"] = "/home"
