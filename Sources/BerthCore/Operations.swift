@@ -359,11 +359,13 @@ public struct Runtime {
                 }
             } else if let u = unit, let c = systemd, case .v2(let mount) = cgroupHost {
                 let props = unitProperties
+                let owner = Cgroup.delegateOwner(spec, plan: plan)
                 launcher.beforeGo = { (pid: Int32) throws(BerthError) -> Void in
                     try Systemd.start(c, unit: u, description: "berth container \(id)", pid: pid, resources: props)
                     unitStarted = true
                     guard FS.isDirectory(u.dir) else { throw BerthError("systemd unit \(u.name): no cgroup at \(u.dir)") }
                     debug("systemd unit \(u.name) started, cgroup \(u.dir)")
+                    if let uid = owner { try Cgroup.delegate(u.dir, to: uid) }
                     Cgroup.delegateControllers(to: u.dir, mount: mount)
                     try Cgroup.apply(cgroupWrites, to: u.dir, mount: mount)
                     if let prog = deviceProgram { try DeviceFilter.attach(prog, cgroup: u.dir) }

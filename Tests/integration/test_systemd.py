@@ -228,6 +228,28 @@ def test_default_path_and_events(env):
 
 
 @needs_systemd
+@pytest.mark.skipif(CGROUP_V1, reason="runc's systemd v2 driver only (pure cgroup v2)")
+def test_cgroup_handed_to_the_containers_root(env):
+    # As runc's systemd v2 driver: with a cgroup namespace of its own and a read-write
+    # cgroup mount, the scope's directory and its delegation files belong to the host uid
+    # of the container's root, which then manages its own subtree; with a read-only mount
+    # they stay the host root's (unmapped inside: nobody).
+    for opt, want in (("rw", ["0", "0"]), ("ro", ["65534", "65534"])):
+        def m(c, opt=opt):
+            c["linux"]["namespaces"].append({"type": "user"})
+            if {"type": "cgroup"} not in c["linux"]["namespaces"]:
+                c["linux"]["namespaces"].append({"type": "cgroup"})
+            c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+            c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+            c["mounts"][-1]["options"][0] = opt
+        b = systemd_bundle(env, ["sh", "-c", "stat -c %u /sys/fs/cgroup /sys/fs/cgroup/cgroup.procs"], path=False, extra_mutate=m)
+        cid = env.new_id(opt)
+        p = detach_sd(env, b, cid, "run")
+        assert p.returncode == 0, p.stderr
+        assert open(os.path.join(env.tmp, cid + ".out")).read().split() == want, opt
+
+
+@needs_systemd
 def test_unit_that_exists_fails_cleanly(env):
     b = systemd_bundle(env, ["sleep", "60"])
     first, second = env.new_id(), env.new_id()

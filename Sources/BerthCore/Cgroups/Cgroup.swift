@@ -1,3 +1,4 @@
+import BerthSpec
 import CBerth
 import Glibc
 
@@ -99,6 +100,39 @@ struct Cgroup {
             common = String(common[..<(common.lastIndex(of: "/") ?? common.startIndex)])
         }
         return access(common + "/cgroup.procs", W_OK) == 0
+    }
+
+    /// The host uid the container's cgroup is handed to, as runc's systemd v2 driver does:
+    /// only with a cgroup namespace of its own and a read-write cgroup mount on
+    /// /sys/fs/cgroup, to the host uid of the process's user (its root, usually, mapped
+    /// out of a user namespace). The namespace confines what the owner reaches to the container's own subtree;
+    /// without one (or with a read-only mount) nothing is handed over.
+    static func delegateOwner(_ spec: Spec, plan: ContainerPlan) -> uid_t? {
+        guard plan.newNamespaces.contains(.cgroup) else { return nil }
+        let rw = (spec.mounts ?? []).contains { (m: Mount) -> Bool in
+            guard m.source == "cgroup", Paths.clean(m.destination) == "/sys/fs/cgroup" else { return false }
+            let last: String? = (m.options ?? []).last { $0 == "ro" || $0 == "rw" }
+            return last != "ro"
+        }
+        guard rw else { return nil }
+        let uid: UInt32 = spec.process?.user.uid ?? 0
+        // Without a user namespace the process's uid is the host's.
+        guard plan.inUserNamespace else { return uid }
+        for m in spec.linux?.uidMappings ?? [] where uid >= m.containerID && UInt64(uid) < UInt64(m.containerID) + UInt64(m.size) {
+            return m.hostID + (uid - m.containerID)
+        }
+        return nil
+    }
+
+    /// Hands `dir` to `uid`: the directory and the files the kernel lists for delegation
+    /// (/sys/kernel/cgroup/delegate; cgroups(7)'s three before 4.15). Files a kernel lacks
+    /// are skipped.
+    static func delegate(_ dir: String, to uid: uid_t) throws(BerthError) {
+        if chown(dir, uid, gid_t.max) != 0 { throw .sys("chown \(dir)") }
+        let listed = (FS.readString("/sys/kernel/cgroup/delegate") ?? "").split(separator: "\n").map(String.init)
+        for f in listed.isEmpty ? ["cgroup.procs", "cgroup.subtree_control", "cgroup.threads"] : listed {
+            if chown(dir + "/" + f, uid, gid_t.max) != 0 && errno != ENOENT { throw .sys("chown \(dir)/\(f)") }
+        }
     }
 
     /// Creates the directory and missing parents below `mount`. Returns the directories
