@@ -350,6 +350,12 @@ extension Seccomp {
                 throw bad("linux.seccomp.syscalls[\(i)].action", "unknown action \"\(rule.action)\"")
             }
             if rule.names.isEmpty { throw bad("linux.seccomp.syscalls[\(i)].names", "must name at least one syscall") }
+            // runc refuses this (its init writes to its parent after loading the filter,
+            // and would hang): no caller sends it, and a profile runc refuses fails here
+            // too, in runc's words.
+            if rule.action == "SCMP_ACT_NOTIFY" && rule.names.contains("write") {
+                throw bad("linux.seccomp.syscalls[\(i)].names", "SCMP_ACT_NOTIFY cannot be used for the write syscall")
+            }
             for (j, a) in (rule.args ?? []).enumerated() {
                 if a.index > 5 { throw bad("linux.seccomp.syscalls[\(i)].args[\(j)].index", "must be 0 to 5") }
                 guard seccompOperators[a.op] != nil else {

@@ -110,6 +110,8 @@ def test_bad_profiles_are_refused(env):
         (profile([{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]),
          "linux.seccomp.listenerPath: an absolute socket path is required with SCMP_ACT_NOTIFY"),
         (profile([], architectures=["SCMP_ARCH_VAX"]), 'linux.seccomp.architectures[0]: unknown architecture "SCMP_ARCH_VAX"'),
+        (profile([{"names": ["read", "write"], "action": "SCMP_ACT_NOTIFY"}], listenerPath="/run/agent.sock"),
+         "linux.seccomp.syscalls[0].names: SCMP_ACT_NOTIFY cannot be used for the write syscall"),
     ]:
         b = env.bundle(["true"], mutate=with_seccomp(prof))
         p = env.create(b, env.new_id(), check=False)
