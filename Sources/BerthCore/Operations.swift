@@ -133,6 +133,13 @@ public struct Runtime {
             var cgroupMount: String?
             var hierarchies: [CgroupV1.Hierarchy] = []
             let defaultPath = (spec.linux?.cgroupsPath ?? "").isEmpty
+            // /proc/self/cgroup, read at most once per create, and only where it matters.
+            var selfCgroupText: String?
+            func selfCgroup() -> String {
+                if let t = selfCgroupText { return t }
+                selfCgroupText = FS.readString("/proc/self/cgroup") ?? ""
+                return selfCgroupText!
+            }
             switch cgroupHost {
             case .v2(let m): cgroupMount = m
             case .v1(let hs, let unified) where systemdCgroup:
@@ -143,7 +150,7 @@ public struct Runtime {
                 hierarchies = hs
                 cgroupMount = unified
                 v1Dirs = try CgroupV1.dirs(for: spec.linux?.cgroupsPath, id: id, hierarchies: hs,
-                                           own: CgroupV1.ownCgroups(FS.readString("/proc/self/cgroup") ?? ""),
+                                           own: CgroupV1.ownCgroups(selfCgroup()),
                                            rootless: rootlessCgroups)
                 for h in hs {
                     guard let d = v1Dirs[h.key] else { continue }
@@ -211,7 +218,7 @@ public struct Runtime {
                 // default: /proc/self/cgroup is not read on every create.
                 let given = spec.linux?.cgroupsPath ?? ""
                 let own = rootlessCgroups || (!given.isEmpty && !given.hasPrefix("/"))
-                    ? Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? "") : nil
+                    ? Cgroup.ownPath(selfCgroup()) : nil
                 let cg = try Cgroup.path(for: spec.linux?.cgroupsPath, id: id, mount: mount, own: own, rootless: rootlessCgroups)
                 cgroupDir = cg
                 if defaultPath && !rootlessCgroups { cgroupPlanned.append(mount + "/berth") }
@@ -232,7 +239,7 @@ public struct Runtime {
                     if !h.key.hasPrefix("name=") { refused = refused ?? d }
                 }
                 if let cg = cgroupDir, let m = cgroupMount {
-                    let own = Cgroup.ownPath(FS.readString("/proc/self/cgroup") ?? "")
+                    let own = Cgroup.ownPath(selfCgroup())
                     if !Cgroup.usableWithoutPrivileges(cg, mount: m, moveFrom: own.map { Paths.clean(m + $0) }) {
                         cgroupDir = nil
                         if hierarchies.isEmpty { refused = cg }
@@ -303,7 +310,7 @@ public struct Runtime {
             // started in.
             var mountDirs = v1Dirs
             if rootlessCgroups && !hierarchies.isEmpty && mountDirs.count < hierarchies.count {
-                let own = CgroupV1.ownCgroups(FS.readString("/proc/self/cgroup") ?? "")
+                let own = CgroupV1.ownCgroups(selfCgroup())
                 for h in hierarchies where mountDirs[h.key] == nil { mountDirs[h.key] = CgroupV1.ownDir(h, own: own) }
             }
             if !mountDirs.isEmpty {

@@ -79,7 +79,6 @@ if "runc" in runtimes:
     print("\n".join(diffs) if diffs else "  nowhere")
 
 
-
 def listed(f, name):
     """The reason a test is listed for, or None; SET/FILE.bats also matches */FILE.bats
     and FILE.bats."""
