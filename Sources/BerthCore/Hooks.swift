@@ -53,31 +53,47 @@ enum HookRunner {
         guard !hooks.isEmpty else { return }
         let ns = pid.map { containerNamespaces(of: $0) } ?? []
         defer { for n in ns { close(n.fd) } }
-        for (i, h) in hooks.enumerated() {
-            debug("running \(kind.rawValue) hook \(i): \(h.path)")
-            var output = [CChar](repeating: 0, count: 4096)
-            var outLen = 0
-            let status: Int32 = withCStrings(h.args ?? [h.path]) { argv in
-                withCStrings(h.env ?? []) { envp in
-                    let fds = ns.map(\.fd), types = ns.map(\.type)
-                    return state.withUnsafeBytes { input in
-                        cb_run_hook(h.path, argv, envp, fds, types, Int32(ns.count), input.baseAddress, input.count,
-                                    &output, output.count, &outLen, Int32((h.timeout ?? 0) * 1000), cwd)
-                    }
+        for i in hooks.indices { try runOne(kind, i, hooks[i], state: state, namespaces: ns, cwd: cwd) }
+    }
+
+    /// poststart and poststop: runtime-spec says a failure is logged as a warning and the
+    /// remaining hooks and the lifecycle go on. runc stops at a failing one (and fails
+    /// `start`); Berth follows the spec, as crun does.
+    static func runWarning(_ kind: HookKind, _ hooks: [Hook], state: [UInt8]) {
+        for i in hooks.indices {
+            do { try runOne(kind, i, hooks[i], state: state, namespaces: [], cwd: nil) } catch { warn(error.message) }
+        }
+    }
+
+    private static func runOne(_ kind: HookKind, _ i: Int, _ h: Hook, state: [UInt8],
+                               namespaces ns: [(fd: Int32, type: Int32)], cwd: String?) throws(BerthError) {
+        debug("running \(kind.rawValue) hook \(i): \(h.path)")
+        var output = [CChar](repeating: 0, count: 4096)
+        var outLen = 0
+        let status: Int32 = withCStrings(h.args ?? [h.path]) { argv in
+            func run(_ envp: UnsafePointer<UnsafeMutablePointer<CChar>?>) -> Int32 {
+                let fds = ns.map(\.fd), types = ns.map(\.type)
+                return state.withUnsafeBytes { input in
+                    cb_run_hook(h.path, argv, envp, fds, types, Int32(ns.count), input.baseAddress, input.count,
+                                &output, output.count, &outLen, Int32((h.timeout ?? 0) * 1000), cwd)
                 }
             }
-            let where_ = "\(kind.rawValue) hook \(i) (\(h.path))"
-            let text = String(decoding: output[0..<outLen].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                .split(whereSeparator: { $0 == "\n" }).joined(separator: " | ")
-            let said = text.isEmpty ? "" : ": output: \(text)"
-            if status == -ETIMEDOUT { throw BerthError("\(where_): timed out after \(h.timeout ?? 0)s\(said)") }
-            if status < 0 { throw BerthError("\(where_): \(errnoWords(-status))") }
-            if cb_wait_status_exited(status) != 0 {
-                let code = cb_wait_exit_status(status)
-                if code != 0 { throw BerthError("\(where_): exit status \(code)\(said)") }
-            } else if cb_wait_signaled(status) != 0 {
-                throw BerthError("\(where_): killed by signal \(cb_wait_term_signal(status))\(said)")
-            }
+            // A hook without `env` inherits Berth's environment, as runc's inherit runc's
+            // (crun does the same); `env: []` is an empty one.
+            guard let env = h.env else { return run(UnsafePointer(environ)) }
+            return withCStrings(env) { run($0) }
+        }
+        let where_ = "\(kind.rawValue) hook \(i) (\(h.path))"
+        let text = String(decoding: output[0..<outLen].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            .split(whereSeparator: { $0 == "\n" }).joined(separator: " | ")
+        let said = text.isEmpty ? "" : ": output: \(text)"
+        if status == -ETIMEDOUT { throw BerthError("\(where_): timed out after \(h.timeout ?? 0)s\(said)") }
+        if status < 0 { throw BerthError("\(where_): \(errnoWords(-status))") }
+        if cb_wait_status_exited(status) != 0 {
+            let code = cb_wait_exit_status(status)
+            if code != 0 { throw BerthError("\(where_): exit status \(code)\(said)") }
+        } else if cb_wait_signaled(status) != 0 {
+            throw BerthError("\(where_): killed by signal \(cb_wait_term_signal(status))\(said)")
         }
     }
 }

@@ -357,6 +357,7 @@ struct Launcher {
         case BERTH_STAGE_CGROUPNS: return "create cgroup namespace: \(why)"
         case BERTH_STAGE_HOSTNAME: return "set hostname \"\(plan.hostname ?? "")\": \(why)"
         case BERTH_STAGE_DOMAINNAME: return "set domainname \"\(plan.domainname ?? "")\": \(why)"
+        case BERTH_STAGE_LOOPBACK: return "bring up lo in the new network namespace: \(why)"
         case BERTH_STAGE_ROOT_PROPAGATION: return "make / slave in the container's mount namespace: \(why)"
         case BERTH_STAGE_ROOTFS_BIND: return "bind rootfs \(plan.rootfs) onto itself: \(why)"
         case BERTH_STAGE_ROOTFS_OPEN: return "open rootfs \(plan.rootfs): \(why)"

@@ -37,6 +37,11 @@ public struct Runtime {
     /// Everything but the user's program: namespaces, mounts, cgroup; init waits before
     /// execve. On any failure nothing is left behind: no state directory, cgroup or process.
     public func create(id: String, _ o: CreateOptions) throws(BerthError) -> Created {
+        // init runs Berth's code until `start`, and any container may join its pid
+        // namespace meanwhile (linux.namespaces[].path = /proc/PID/ns/pid, as pods do),
+        // even one of its own: so always from a binary nobody can write (CVE-2019-5736).
+        // First, before anything is read or made: the re-executed process does it all.
+        try BinaryProtection.ensure(for: "create")
         try StateStore.validate(id: id)
         let cwd = FS.currentDirectory()
         // Resolved before anything else: the caller's relative paths mean its cwd.
@@ -105,10 +110,6 @@ public struct Runtime {
         // startContainer hooks run from init after `start`, under the container's
         // credentials and seccomp filter (as runc runs them).
         plan.startHooks = hooks[.startContainer]
-        // init runs Berth's code until `start`: where others may already live in its pid
-        // namespace, or a startContainer hook will run beside it, only from a binary they
-        // cannot write (CVE-2019-5736).
-        if !plan.ownPidNamespace || !plan.startHooks.isEmpty { try BinaryProtection.ensure(for: "create") }
 
         debug("create \(id): bundle \(bundle), rootfs \(rootfs), \(plan.mounts.count) mounts, \(plan.devices.count) devices, new namespaces \(plan.newNamespaces.map(\.rawValue).sorted().joined(separator: ",")), joined \(plan.joins.map(\.kind.rawValue).joined(separator: ","))")
         let dir = try store.claim(id)
@@ -332,9 +333,11 @@ public struct Runtime {
             }
             let creating = state
             // runtime-spec lifecycle steps 5-7: prestart and createRuntime in the runtime's
-            // namespaces, createContainer in the container's, before the root switch.
+            // namespaces, createContainer in the container's, before the root switch. Their
+            // state says "created": the spec's "creating" is step 2 alone, and these come
+            // after it (runc says "creating"; crun and runtime-tools follow the spec).
             let runCreateHooks = { (pid: Int32) throws(BerthError) -> Void in
-                let input = HookRunner.state(creating, status: .creating, pid: pid)
+                let input = HookRunner.state(creating, status: .created, pid: pid)
                 try HookRunner.run(.prestart, hooks[.prestart], state: input)
                 try HookRunner.run(.createRuntime, hooks[.createRuntime], state: input)
                 try HookRunner.run(.createContainer, hooks[.createContainer], state: input, inContainerOf: pid,
@@ -446,20 +449,15 @@ public struct Runtime {
         }
         let hooks = rec.state.hooks ?? Hooks()
         // startContainer hooks run in init, between the release and execve; release() reports
-        // their failure. A failing startContainer or poststart hook stops the container and
-        // ends its lifecycle (runtime-spec: continue at delete).
+        // their failure. A failing startContainer hook stops the container and ends its
+        // lifecycle (runtime-spec: continue at delete).
         if let hookFailure = try release(rec) {
             _ = try? delete(id: rec.state.id, force: true)
             throw BerthError(hookFailure)
         }
         debug("started \(rec.state.id): init \(rec.state.pid) released")
-        do {
-            try HookRunner.run(.poststart, hooks[.poststart],
-                               state: HookRunner.state(rec.state, status: .running, pid: rec.state.pid))
-        } catch {
-            _ = try? delete(id: rec.state.id, force: true)
-            throw error
-        }
+        HookRunner.runWarning(.poststart, hooks[.poststart],
+                              state: HookRunner.state(rec.state, status: .running, pid: rec.state.pid))
     }
 
     /// Writes the start byte to the exec fifo and returns once init has taken it and gone
@@ -728,10 +726,8 @@ public struct Runtime {
         debug("deleted \(id) (was \(st.rawValue))")
         // poststop: after the container is gone; a failure is only a warning.
         if let hooks = rec.state.hooks {
-            do {
-                try HookRunner.run(.poststop, hooks[.poststop],
-                                   state: HookRunner.state(rec.state, status: .stopped, pid: rec.state.pid))
-            } catch { warn(error.message) }
+            HookRunner.runWarning(.poststop, hooks[.poststop],
+                                  state: HookRunner.state(rec.state, status: .stopped, pid: rec.state.pid))
         }
     }
 }

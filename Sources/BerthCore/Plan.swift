@@ -494,8 +494,10 @@ final class CPlan {
         if let c = p.cpusInitial { raw.set_cpus_initial = 1; raw.cpus_initial = cpuMask(c) }
         if let c = p.cpusFinal { raw.set_cpus_final = 1; raw.cpus_final = cpuMask(c) }
         raw.seccomp_listener_sock = listenerFd
+        // A hook without `env` inherits the environment of the process running it, as
+        // runc's (its init's is the container process's by then).
         let hooks = p.startHooks.map { h in
-            berth_hook(path: str(h.path), argv: argv(h.args ?? [h.path]), envp: argv(h.env ?? []),
+            berth_hook(path: str(h.path), argv: argv(h.args ?? [h.path]), envp: argv(h.env ?? p.env),
                        timeout_ms: Int32(clamping: (h.timeout ?? 0) * 1000))
         }
         raw.start_hooks = array(hooks)

@@ -1,12 +1,12 @@
 import CBerth
 import Glibc
 
-/// CVE-2019-5736 (issue 8, D1; the mechanism is described in selfexe.c). Before Berth puts
-/// a process running its own code where container processes can see it (every `exec`;
-/// `create`/`run` into a pid namespace that is not new; `start` when startContainer hooks
-/// join such a namespace), it re-executes itself from a view of its binary that cannot be
-/// opened for writing. The common start path (a new pid namespace: nothing but init lives
-/// there until the program is exec'd) does not pay for it.
+/// CVE-2019-5736 (the mechanism is described in selfexe.c). Before Berth puts a process
+/// running its own code where container processes can see it (every `exec`, every
+/// `create`/`run`: a waiting init's new pid namespace can be joined by another container),
+/// it re-executes itself from a view of its binary that cannot be opened for writing. It
+/// costs one more start of the binary; a berth installed on a read-only mount, or one the
+/// caller may not write (rootless), is already protected and skips it.
 public enum BinaryProtection {
     static let marker = "_BERTH_PROTECTED_REEXEC"
     nonisolated(unsafe) static var reexecuted = false

@@ -1,8 +1,9 @@
 // CVE-2019-5736: the runtime binary must never be reachable, writable, from a container.
 //
 // A process that runs Berth's code inside a container's pid namespace (the process
-// `exec` forks into the container, or init of a container that joins an existing pid
-// namespace, while it waits for `start`) has /proc/PID/exe = Berth's binary. A container
+// `exec` forks into the container; init while it waits for `start`, whose pid namespace,
+// even a new one, another container may join by path) has /proc/PID/exe = Berth's
+// binary. A container
 // process with CAP_SYS_PTRACE passes the ptrace access check even on a non-dumpable
 // process, opens that link with O_PATH, and once Berth is done (no more ETXTBSY) reopens
 // it through /proc/self/fd/N for writing: the host's runtime, overwritten.
@@ -56,6 +57,11 @@ int cb_exe_is_protected(const char *exe) {
     // no open for writing can succeed through any path to this file.
     struct statvfs sv;
     if (statvfs(exe, &sv) == 0 && (sv.f_flag & ST_RDONLY)) return 1;
+    // A caller that may not write the binary itself (a user, or root of a user namespace
+    // the file's owner is not mapped in: rootless) can give its containers no more than
+    // it has: they live in namespaces it owns, and setns into any other needs privileges
+    // over it. Only EACCES counts: any other failure proves nothing.
+    if (faccessat(AT_FDCWD, exe, W_OK, AT_EACCESS) != 0 && errno == EACCES) return 1;
     int fd = open(exe, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     int seals = fcntl(fd, F_GET_SEALS);

@@ -20,6 +20,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/ioctl.h>
+#include <net/if.h>
 #include <termios.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -424,6 +425,14 @@ static void do_mount(int rootfd, const berth_mount *m, int source_fd) {
             fail(BERTH_STAGE_MOUNT_NOT_DIR, ENOTDIR, m->index);
         close(dir);
     }
+    // As runc: a tmpfs without mode= takes the mode of the directory it covers only when
+    // that directory was in the image; one made for it keeps tmpfs' own 1777 (Docker's
+    // --tmpfs /scratch is then writable by any user, as with runc).
+    int tmpfs_copy_mode = 0;
+    if (!m->bind && m->fstype && strcmp(m->fstype, "tmpfs") == 0 && !has_mode_option(m->data)) {
+        int before = openat2_in_root(rootfd, m->dest, O_PATH);
+        if (before >= 0) { tmpfs_copy_mode = 1; close(before); }
+    }
     int fd = open_create_in_root(rootfd, m->dest, m->dest_is_file);
     if (fd < 0) fail(BERTH_STAGE_MOUNT_DEST, errno, m->index);
     if (m->copyup) {
@@ -442,9 +451,8 @@ static void do_mount(int rootfd, const berth_mount *m, int source_fd) {
     } else {
         const char *data = m->data;
         static char tmpfs_data[4096];
-        if (m->fstype && strcmp(m->fstype, "tmpfs") == 0 && !has_mode_option(data)) {
-            // As runc: a tmpfs without mode= takes the mode of the directory it covers
-            // (setuid, setgid and sticky bits included), not tmpfs' own 1777.
+        if (tmpfs_copy_mode) {
+            // The covered directory's mode, setuid, setgid and sticky bits included.
             struct stat st;
             if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
                 size_t pos = 0, dl = data ? c_strlen(data) : 0;
@@ -1293,6 +1301,23 @@ __attribute__((noreturn)) static void die_after_start(const char *what, int e) {
     _exit(127);
 }
 
+// A new network namespace has only lo, and it is down: runc brings it up (pods and
+// containers that talk over 127.0.0.1 with no other network rely on it).
+static void loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);  // a kernel without IPv4
+    if (s < 0) fail(BERTH_STAGE_LOOPBACK, errno, -1);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) fail(BERTH_STAGE_LOOPBACK, errno, -1);
+    if (!(ifr.ifr_flags & IFF_UP)) {
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) fail(BERTH_STAGE_LOOPBACK, errno, -1);
+    }
+    close(s);
+}
+
 __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     char exe[PATH_MAX];
 
@@ -1316,6 +1341,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
         fail(BERTH_STAGE_HOSTNAME, errno, -1);
     if (p->domainname && setdomainname(p->domainname, c_strlen(p->domainname)) != 0)
         fail(BERTH_STAGE_DOMAINNAME, errno, -1);
+    if ((p->fast_clone_flags | p->unshare_flags) & CLONE_NEWNET) loopback_up();
 
     if (p->setup_rootfs) {
         setup_rootfs(p);
@@ -1454,6 +1480,7 @@ __attribute__((noreturn)) static void stage1_main(const berth_plan *p) {
         if (setns(p->joins[i].fd, p->joins[i].nstype) != 0)
             fail(BERTH_STAGE_SETNS, errno, p->joins[i].index);
     }
+    for (int i = 0; i < p->njoins; i++) close(p->joins[i].fd);  // joined: nothing more to reach through them
     if (p->unshare_flags && unshare(p->unshare_flags) != 0) fail(BERTH_STAGE_UNSHARE, errno, -1);
     if (p->new_userns) {
         // An unprivileged parent (or newuidmap on its behalf) may open /proc/PID/uid_map
@@ -1481,10 +1508,41 @@ __attribute__((noreturn)) static void stage1_main(const berth_plan *p) {
     _exit(0);
 }
 
+#define CHILD_MAX_JOINS 16  // one per namespace type is all a valid config can ask
+
+// Closes every fd from `from` up except those in keep[] (any order; -1 ignored).
+static void close_fds_except(int from, int *keep, int nkeep) {
+    for (int i = 1; i < nkeep; i++)  // insertion sort: a handful of entries
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) { int t = keep[j]; keep[j] = keep[j - 1]; keep[j - 1] = t; }
+    int lo = from;
+    for (int i = 0; i <= nkeep; i++) {
+        unsigned hi = i < nkeep ? (unsigned)keep[i] : ~0U;
+        if (i < nkeep && keep[i] < lo) continue;
+        if (hi > (unsigned)lo && syscall(SYS_close_range, (unsigned)lo, hi - 1, 0) != 0) {
+            unsigned end = hi < 65536 ? hi : 65536;  // kernels before 5.9
+            for (unsigned fd = (unsigned)lo; fd < end; fd++) (void)close((int)fd);
+        }
+        if (i < nkeep) lo = keep[i] + 1;
+    }
+}
+
 __attribute__((noreturn)) static void child_main(const berth_plan *p) {
     child_sync = p->sync_fd;
     // Holding the parent's end would hide the parent's death from wait_go().
     close(p->parent_sync_fd);
+    // CVE-2024-21626 class: until execve this process can be reached by a container (a
+    // waiting init's pid namespace can be joined; exec runs in a live one), and with
+    // CAP_SYS_PTRACE (and DAC override) /proc/PID/fd/N reopens what it holds. So it holds
+    // nothing of the host's but what the config asks for: stdio, the preserved fds, the
+    // exec fifo, the console and seccomp agent sockets, the namespaces to join (closed
+    // once joined). The cgroup directory (used by clone3 only), the state directory's
+    // lock, the log file and whatever our caller left open are closed here, first.
+    int keep[4 + CHILD_MAX_JOINS];
+    int nkeep = 0;
+    int mine[] = {p->sync_fd, p->fifo_fd, p->console_sock, p->seccomp_listener_sock};
+    for (int i = 0; i < 4; i++) if (mine[i] >= 0) keep[nkeep++] = mine[i];
+    for (int i = 0; i < p->njoins && i < CHILD_MAX_JOINS; i++) keep[nkeep++] = p->joins[i].fd;
+    close_fds_except(3 + p->preserve_fds, keep, nkeep);
     // If Berth dies before the container is recorded, this process must not survive it.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     // CVE-2019-5736: until execve this process *is* the berth binary. Non-dumpable, its

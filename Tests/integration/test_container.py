@@ -403,3 +403,29 @@ def test_rshared_volume_propagates_mounts_back_to_the_host(env):
         assert open("/proc/self/mountinfo").read().count("\n") == before
     finally:
         subprocess.run(["umount", "-R", vol], capture_output=True)
+
+
+def test_loopback_is_up_in_a_new_network_namespace(env):
+    # As runc: Podman pods with --network none reach each other over 127.0.0.1.
+    p = env.run(["sh", "-c", "ip -o link show lo; nc -l -p 7000 -w 2 & sleep 0.3; echo hi | nc -w 1 127.0.0.1 7000"])
+    assert p.returncode == 0, p.stderr
+    assert ",UP" in p.stdout.splitlines()[0], p.stdout
+    assert "hi" in p.stdout, p.stdout
+
+
+def test_a_tmpfs_on_a_missing_directory_is_world_writable(env):
+    # runc copies the covered directory's mode only when it was in the image; a tmpfs on
+    # a directory made for it keeps tmpfs' 1777 (Docker --tmpfs /scratch for a non-root
+    # user). /etc exists in the image with 755.
+    name = "scratch-" + env.prefix
+    def m(c):
+        c["root"]["readonly"] = False
+        c["mounts"] += [{"destination": "/" + name, "type": "tmpfs", "source": "tmpfs"},
+                        {"destination": "/etc", "type": "tmpfs", "source": "tmpfs"}]
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+    try:
+        p = env.run(["sh", "-c", f"stat -c '%a' /{name} /etc; touch /{name}/f && echo wrote"], mutate=m)
+    finally:
+        os.rmdir(os.path.join(env.rootfs, name))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["1777", "755", "wrote"], p.stdout

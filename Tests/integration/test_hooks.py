@@ -55,7 +55,9 @@ def test_every_hook_runs_at_its_moment(env):
     assert [l.split()[0] for l in lines] == ["prestart", "createRuntime", "createContainer",
                                               "startContainer", "poststart", "poststop"]
     host = os.uname().nodename
-    want_status = {"prestart": "creating", "createRuntime": "creating", "createContainer": "creating",
+    # runtime-spec: "creating" is lifecycle step 2 alone; the create hooks (steps 5-7)
+    # come after it (runc says "creating" here, crun and runtime-tools "created").
+    want_status = {"prestart": "created", "createRuntime": "created", "createContainer": "created",
                    "startContainer": "created", "poststart": "running", "poststop": "stopped"}
     for line in lines:
         kind, arg, var, hostname, state = line.split(" ", 4)
@@ -91,28 +93,74 @@ def test_hook_timeout(env):
     assert not os.path.exists(os.path.join(env.root, cid))
 
 
-def test_failing_start_hooks_stop_the_container(env):
+def test_failing_poststart_hook_only_warns_and_the_rest_run(env):
+    # runtime-spec: a failing poststart hook is logged as a warning; the remaining hooks
+    # and the lifecycle go on (runc fails `start` and deletes the container; crun follows
+    # the spec).
     bad = script(os.path.join(env.tmp, "bad.sh"), "exit 1\n")
+    mark = os.path.join(env.tmp, "second-ran")
+    good = script(os.path.join(env.tmp, "good.sh"), f"cat >{mark}\n")
     def m(c):
-        c["hooks"] = {"poststart": [{"path": bad}]}
+        c["hooks"] = {"poststart": [{"path": bad}, {"path": good}]}
+    b = env.bundle(["sleep", "60"], mutate=m)
+    cid = env.new_id()
+    env.create(b, cid)
+    p = env.berth("start", cid, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "poststart hook 0" in p.stderr and "exit status 1" in p.stderr
+    assert json.loads(open(mark).read())["status"] == "running"
+    assert env.state(cid)["status"] == "running"
+
+
+def test_failing_start_container_hook_stops_the_container(env):
+    def m(c):
+        c["hooks"] = {"startContainer": [{"path": "/bin/false"}]}
     b = env.bundle(["sleep", "60"], mutate=m)
     cid = env.new_id()
     env.create(b, cid)
     pid = env.state(cid)["pid"]
     p = env.berth("start", cid, check=False)
-    assert p.returncode == 1 and "poststart hook 0" in p.stderr
+    assert p.returncode == 1 and "startContainer" in p.stderr
     assert not os.path.exists(os.path.join(env.root, cid))
     assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z")
 
 
-def test_failing_poststop_hook_only_warns(env):
+def test_failing_poststop_hook_only_warns_and_the_rest_run(env):
     bad = script(os.path.join(env.tmp, "bad.sh"), "exit 1\n")
+    mark = os.path.join(env.tmp, "second-ran")
+    good = script(os.path.join(env.tmp, "good.sh"), f"touch {mark}\n")
     def m(c):
-        c["hooks"] = {"poststop": [{"path": bad}]}
+        c["hooks"] = {"poststop": [{"path": bad}, {"path": good}]}
     b = env.bundle(["true"], mutate=m)
     p = env.berth("run", "--bundle", b, env.new_id(), check=False)
     assert p.returncode == 0
     assert "warning: poststop hook 0" in p.stderr
+    assert os.path.exists(mark), "the poststop hook after the failing one did not run"
+
+
+def test_a_hook_without_env_inherits_the_runtimes_environment(env):
+    # As runc (and crun's test-hook-env-inherit): no `env` means the runtime's own
+    # environment; `env: []` means an empty one. startContainer runs from init, whose
+    # environment is the container process's by then, as runc's.
+    out = os.path.join(env.tmp, "env-out")
+    os.makedirs(out)
+    os.chmod(out, 0o777)
+    show = script(os.path.join(env.tmp, "show.sh"), f'echo "$1 ${{HOOKTEST:-unset}}" >> {out}/log\n')
+    rootfs = os.path.join(env.tmp, "rootfs")
+    shutil.copytree(env.rootfs, rootfs, symlinks=True)
+    script(os.path.join(rootfs, "show.sh"), 'echo "$1 ${BERTH_TEST:+container}" >> /out/log\n')
+    def m(c):
+        c["root"]["path"] = rootfs
+        c["mounts"].append({"destination": "/out", "type": "bind", "source": out, "options": ["bind"]})
+        c["hooks"] = {"createRuntime": [{"path": show, "args": [show, "inherit"]},
+                                        {"path": show, "args": [show, "empty"], "env": []}],
+                      "startContainer": [{"path": "/show.sh", "args": ["/show.sh", "start"]}],
+                      "poststop": [{"path": show, "args": [show, "poststop"]}]}
+    b = env.bundle(["true"], mutate=m)
+    p = env.berth("run", "--bundle", b, env.new_id(), check=False, env=dict(os.environ, HOOKTEST="from-berth"))
+    assert p.returncode == 0, p.stderr
+    assert open(f"{out}/log").read().splitlines() == [
+        "inherit from-berth", "empty unset", "start container", "poststop from-berth"]
 
 
 def test_bad_hook_config(env):

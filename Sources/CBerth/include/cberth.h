@@ -77,6 +77,7 @@ enum berth_stage {
     BERTH_STAGE_MOUNT_NOT_DIR,   // index = mount: proc/sysfs destination is a symlink or not a directory
     BERTH_STAGE_MOUNT_COPYUP,    // index = mount: tmpcopyup copy of the covered directory
     BERTH_STAGE_MOUNT_READONLY,  // index = mount: the late read-only remount of a tmpfs or /dev
+    BERTH_STAGE_LOOPBACK,        // bringing up lo in a new network namespace
 };
 
 typedef struct {
