@@ -402,7 +402,9 @@ struct Launcher {
         case BERTH_STAGE_KEEPCAPS: return "keep capabilities across the user switch: \(why)"
         case BERTH_STAGE_CAPSET: return "set process.capabilities: \(why)" + (r.err == EPERM ? capsetReason() : "")
         case BERTH_STAGE_CAPS_AMBIENT: return "raise ambient capability \(i) (it must be permitted and inheritable too): \(why)"
-        case BERTH_STAGE_RLIMIT: return "set process.rlimits[\(i)]: \(why)"
+        case BERTH_STAGE_RLIMIT:
+            let type = plan.rlimits.first { $0.index == i }.flatMap { l in rlimitNumbers.first { $0.value == l.resource }?.key }
+            return "set process.rlimits[\(i)] (\(type ?? "unknown")): \(why)"
         case BERTH_STAGE_NO_NEW_PRIVS: return "set process.noNewPrivileges: \(why)"
         case BERTH_STAGE_PERSONALITY: return "set linux.personality: \(why)"
         case BERTH_STAGE_IOPRIO: return "set process.ioPriority: \(why)"

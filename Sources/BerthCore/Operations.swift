@@ -266,6 +266,7 @@ public struct Runtime {
                 deviceProgram = nil
             }
             let existing = ContainerCgroups(v2: cgroupDir, v1: v1Dirs)
+            try existing.checkOpenable()
             if !existing.isEmpty {
                 // As runc 1.1: joining a cgroup that already has processes works, with a
                 // warning in runc's words (the containers then share limits, freezing, kill).
@@ -280,7 +281,7 @@ public struct Runtime {
                 ociVersion: ociSpecVersion, id: id, pid: 0, startTime: 0,
                 bundle: bundle, rootfs: rootfs, created: WallClock.rfc3339(nanos: true),
                 annotations: spec.annotations, owner: "", cgroup: cgroupDir,
-                cgroupV1: v1Dirs.isEmpty ? nil : v1Dirs, systemdUnit: unit?.name, cgroupCreated: cgroupPlanned,
+                cgroupV1: v1Dirs.isEmpty ? nil : v1Dirs, systemdUnit: unit?.name, cgroupCreated: existing.compact(cgroupPlanned),
                 creatorPid: getpid(), creatorStartTime: ProcStat.read(pid: getpid())?.startTime,
                 hooks: HookKind.allCases.contains { !hooks[$0].isEmpty } ? hooks : nil,
                 ownPidNamespace: plan.ownPidNamespace)
@@ -396,7 +397,7 @@ public struct Runtime {
             guard let info = ProcStat.read(pid: l.initPid) else { throw BerthError("container init exited unexpectedly") }
             state.pid = l.initPid
             state.startTime = info.startTime
-            state.cgroupCreated = cgroupPlanned.filter { !cgroupMade.contains($0) } + cgroupMade
+            state.cgroupCreated = existing.compact(cgroupPlanned.filter { !cgroupMade.contains($0) } + cgroupMade)
             state.creatorPid = nil
             state.creatorStartTime = nil
             let rec = ContainerRecord(dir: dir, state: state)
@@ -691,7 +692,7 @@ public struct Runtime {
             }
             // A create killed before its first record leaves an empty directory: nothing of
             // it was made on the host.
-            if !FS.exists(d + "/state.json") && !FS.exists(d + "/" + RecoveryRecord.name) && FS.isDirectory(d) {
+            if !FS.exists(d + "/state.json") && !RecoveryRecord.present(dir: d) && FS.isDirectory(d) {
                 FS.removeTree(d)
                 return
             }
@@ -720,7 +721,7 @@ public struct Runtime {
         let cgs = ContainerCgroups(rec.state)
         if !cgs.isEmpty {
             if st != .stopped || !rec.state.ownPidNamespace { cgs.signalAll(SIGKILL) }
-            cgs.destroy(made: rec.state.cgroupCreated ?? [])
+            cgs.destroy(made: cgs.expand(rec.state.cgroupCreated ?? []))
         }
         store.remove(rec.dir)
         debug("deleted \(id) (was \(st.rawValue))")

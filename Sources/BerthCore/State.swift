@@ -108,16 +108,29 @@ enum RecoveryRecord {
         if let u = st.systemdUnit { f.append(("systemdUnit", .string(u))) }
         if st.systemdUser { f.append(("systemdUser", .bool(true))) }
         if let c = st.cgroupCreated { f.append(("cgroupCreated", .array(c.map { .string($0) }))) }
-        // Longer than a link can hold (PATH_MAX): there is no recovery record then.
-        _ = symlink(JSON.object(f).render(indent: nil), dir + "/" + name)
+        // A file of its own, written whole or not at all (older builds kept it in a
+        // symlink's target, which held no more than PATH_MAX: long cgroup paths in ten v1
+        // hierarchies went without a record).
+        try? FS.writeAtomically(dir + "/" + name, Array(JSON.object(f).render(indent: nil).utf8), mode: 0o600)
+    }
+
+    /// Whether the container directory holds a record (an older build's symlink too).
+    static func present(dir: String) -> Bool {
+        var st = stat()
+        return lstat(dir + "/" + name, &st) == 0
     }
 
     /// The record read back as a minimal state, or nil.
     static func read(dir: String, id: String) -> StoredState? {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink(dir + "/" + name, &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        let bytes = buf[0..<n].map { UInt8(bitPattern: $0) }
+        let bytes: [UInt8]
+        if n > 0 {
+            bytes = buf[0..<n].map { UInt8(bitPattern: $0) }  // an older build's symlink
+        } else {
+            guard let b = try? FS.readFile(dir + "/" + name) else { return nil }
+            bytes = b
+        }
         guard let r = try? JSONReader(JSONValue.parse(bytes), file: name),
               let pid = try? r.integer("pid", Int32.self), let start = try? r.integer("startTime", UInt64.self)
         else { return nil }
@@ -252,12 +265,17 @@ public struct StateStore {
     }
 
     func save(_ rec: ContainerRecord) throws(BerthError) {
-        try FS.writeAtomically(rec.dir + "/state.json", Array(rec.state.json.render(indent: nil).utf8), mode: 0o600)
+        let bytes = Array(rec.state.json.render(indent: nil).utf8)
+        // Never a state Berth could not read back (every later command would fail on it).
+        if bytes.count > FS.readLimit {
+            throw BerthError("\(rec.dir)/state.json: the container's state would take \(bytes.count >> 20) MiB, over the \(FS.readLimit >> 20) MiB berth reads back")
+        }
+        try FS.writeAtomically(rec.dir + "/state.json", bytes, mode: 0o600)
     }
 
     public func ids() -> [String] {
         FS.listDirectory(root).filter {
-            FS.exists(root + "/" + $0 + "/state.json") || FS.exists(root + "/" + $0 + "/" + RecoveryRecord.name)
+            FS.exists(root + "/" + $0 + "/state.json") || RecoveryRecord.present(dir: root + "/" + $0)
         }
     }
 }

@@ -48,7 +48,10 @@ func retrying<T: SignedInteger>(_ body: () -> T) -> T {
 }
 
 enum FS {
-    static func readFile(_ path: String, limit: Int = 16 << 20) throws(BerthError) -> [UInt8] {
+    /// What readFile takes by default: a config or a state file is never larger.
+    static let readLimit = 16 << 20
+
+    static func readFile(_ path: String, limit: Int = readLimit) throws(BerthError) -> [UInt8] {
         let fd = retrying { open(path, O_RDONLY | O_CLOEXEC) }
         if fd < 0 { throw .sys(path) }
         defer { close(fd) }

@@ -124,6 +124,21 @@ import Glibc
         #expect(throws: BerthError.self) { try Systemd.annotationProperties(["org.systemd.property.ab": "1"]) }
         #expect(throws: BerthError.self) { try Systemd.annotationProperties(["org.systemd.property.Foo": "{1: 2}"]) }
     }
+
+    /// Values a ...Sec property cannot hold in microseconds are errors, never a trap or a
+    /// silent wrap.
+    @Test func secondsOutOfRangeAreErrors() throws {
+        for bad in ["inf", "1e300", "nan", "-1", "int64 -5", "uint64 18446744073709551615", "int64 9223372036854775807"] {
+            #expect(throws: BerthError.self, "\(bad)") {
+                try Systemd.annotationProperties(["org.systemd.property.TimeoutStopSec": bad])
+            }
+        }
+        let p = try Systemd.annotationProperties(["org.systemd.property.TimeoutStopSec": "1.5",
+                                                  "org.systemd.property.RuntimeMaxSec": "uint64 18446744073709"])
+        let d = Dictionary(p, uniquingKeysWith: { a, _ in a })
+        #expect(d["TimeoutStopUSec"] == .uint64(1_500_000))
+        #expect(d["RuntimeMaxUSec"] == .uint64(18_446_744_073_709_000_000))
+    }
 }
 
 @Suite struct DBusWireFormat {

@@ -429,3 +429,13 @@ def test_a_tmpfs_on_a_missing_directory_is_world_writable(env):
         os.rmdir(os.path.join(env.rootfs, name))
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["1777", "755", "wrote"], p.stdout
+
+
+def test_an_rlimit_error_names_the_limit(env):
+    # Above fs.nr_open even CAP_SYS_RESOURCE cannot set it: refused on every host.
+    def m(c):
+        c["process"]["rlimits"] = [{"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+                                   {"type": "RLIMIT_NOFILE", "soft": 1 << 40, "hard": 1 << 40}]
+    p = env.run(["true"], mutate=m)
+    assert p.returncode == 1
+    assert "process.rlimits[1] (RLIMIT_NOFILE): operation not permitted" in p.stderr, p.stderr

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BERTH, CGROUP2, reap_all, wait_for
+from conftest import BERTH, CGROUP2, CGROUP_ROOTS, reap_all, wait_for
 
 
 def sleeper(env, name="c"):
@@ -82,14 +82,73 @@ def test_corrupt_state_and_no_way_to_find_the_container_deletes_nothing(env):
     d = os.path.join(env.root, cid)
     record = open(os.path.join(d, "state.json")).read()
     open(os.path.join(d, "state.json"), "w").close()
-    link = os.readlink(os.path.join(d, "recovery"))
+    saved = open(os.path.join(d, "recovery"), "rb").read()
     os.unlink(os.path.join(d, "recovery"))
     p = env.berth("delete", "--force", cid, check=False)
     assert p.returncode == 1 and "nothing was deleted" in p.stderr, p.stderr
     assert alive(pid) and os.path.isdir(d)
     # Put things back so the fixture's cleanup can delete it.
     open(os.path.join(d, "state.json"), "w").write(record)
-    os.symlink(link, os.path.join(d, "recovery"))
+    open(os.path.join(d, "recovery"), "wb").write(saved)
+
+
+def test_a_long_cgroups_path_keeps_its_recovery_record(env):
+    # Ten v1 hierarchies and a path of a few hundred bytes: the record no longer fits in
+    # a symlink's target (PATH_MAX), and an emptied state.json must still be deletable.
+    def m(c):
+        c["linux"]["cgroupsPath"] = f"/{env.prefix}-long/" + "/".join(["d" * 50] * 8)
+    b = env.bundle(["sleep", "300"], mutate=m)
+    cid = env.new_id()
+    env.detach(b, cid)
+    pid = env.state(cid)["pid"]
+    open(os.path.join(env.root, cid, "state.json"), "w").close()
+    p = env.berth("delete", "--force", cid, check=False)
+    assert p.returncode == 0 and "recovery record" in p.stderr, p.stderr
+    reap_all()
+    assert not alive(pid)
+
+
+def test_a_record_from_an_older_build_still_deletes(env):
+    # Older builds kept the recovery record in a symlink's target.
+    cid, pid = sleeper(env)
+    d = os.path.join(env.root, cid)
+    record = open(os.path.join(d, "recovery")).read()
+    os.unlink(os.path.join(d, "recovery"))
+    os.symlink(record, os.path.join(d, "recovery"))
+    open(os.path.join(d, "state.json"), "w").close()
+    env.berth("delete", "--force", cid)
+    reap_all()
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize("path,words", ids=["name_max", "path_max"], argvalues=[
+    ("/x/" + "n" * 300, "past NAME_MAX"),
+    ("/x/" + "/".join(["p" * 200] * 21), "past PATH_MAX"),
+])
+def test_a_cgroups_path_the_kernel_cannot_open_is_refused_first(env, path, words):
+    def m(c):
+        c["linux"]["cgroupsPath"] = path
+    p = env.create(env.bundle(["true"], mutate=m), env.new_id(), check=False)
+    assert p.returncode == 1 and p.stderr.startswith("config.json: linux.cgroupsPath: ") and words in p.stderr, p.stderr
+    assert len(p.stderr.splitlines()) == 1
+    assert not [r for r in CGROUP_ROOTS if os.path.exists(r + "/x")]
+
+
+def test_a_deep_cgroups_path_stays_manageable(env):
+    # Valid, and deep: thousands of directories in each hierarchy. Every command after
+    # create must still read the container's state, and delete must remove it all.
+    top = f"/{env.prefix}-deep"
+    def m(c):
+        c["linux"]["cgroupsPath"] = top + "/" + "a/" * 1950
+    b = env.bundle(["sleep", "300"], mutate=m)
+    cid = env.new_id()
+    env.detach(b, cid)
+    assert env.state(cid)["status"] == "running"
+    assert cid in env.berth("list", "-q").stdout
+    env.berth("kill", cid, "KILL")
+    assert wait_for(lambda: env.state(cid)["status"] == "stopped", 10)
+    env.berth("delete", cid, timeout=120)
+    assert not [r for r in CGROUP_ROOTS if os.path.exists(r + top)]
 
 
 def test_config_over_16_mib_is_too_large(env):

@@ -44,6 +44,69 @@ struct ContainerCgroups {
     }
 
     var isEmpty: Bool { v2 == nil && v1.isEmpty }
+
+    /// Every directory of the container's (v2 and each v1 hierarchy).
+    var leaves: [String] { (v2.map { [$0] } ?? []) + v1.values.sorted() }
+
+    /// A path the kernel cannot open (a component past NAME_MAX, the path with its files
+    /// past PATH_MAX) could never be managed: refused before anything is made.
+    func checkOpenable() throws(BerthError) {
+        for d in leaves {
+            if d.utf8.count + "/cgroup.subtree_control".utf8.count >= Int(PATH_MAX) {
+                throw BerthError("config.json: linux.cgroupsPath: \(d.utf8.count) bytes as \(d.prefix(40))...: past PATH_MAX (\(PATH_MAX)) with its files")
+            }
+            if let long = d.split(separator: "/").first(where: { $0.utf8.count > Int(NAME_MAX) }) {
+                throw BerthError("config.json: linux.cgroupsPath: component \"\(long.prefix(40))...\" is \(long.utf8.count) bytes, past NAME_MAX (\(NAME_MAX))")
+            }
+        }
+    }
+
+    /// `cgroupCreated` as state.json keeps it: what Berth made is, in each hierarchy, a
+    /// chain from one directory down to the container's, so the top of each chain is
+    /// enough (a deep cgroupsPath made thousands; listing them all made state.json larger
+    /// than Berth reads back). Entries on no chain are kept as they are.
+    func compact(_ made: [String]) -> [String] {
+        var tops = Set<String>()
+        for leaf in leaves {
+            var best: String?
+            for m in made where Self.isSelfOrBelow(leaf, m) && m.utf8.count < (best?.utf8.count ?? Int.max) { best = m }
+            if let best { tops.insert(best) }
+        }
+        var seen = Set<String>()
+        return made.filter { m in
+            (tops.contains(m) || !leaves.contains { Self.isSelfOrBelow($0, m) }) && seen.insert(m).inserted
+        }
+    }
+
+    /// The stored form back to every directory, parents first (records that list every
+    /// directory, as older builds wrote them, come back unchanged).
+    func expand(_ stored: [String]) -> [String] {
+        var out: [String] = []
+        var seen = Set<String>()
+        for top in stored {
+            var chain = [top]
+            if let leaf = leaves.first(where: { $0 != top && Self.isSelfOrBelow($0, top) }) {
+                var d = leaf
+                chain = []
+                while d != top {
+                    chain.append(d)
+                    d = String(d[..<d.lastIndex(of: "/")!])
+                }
+                chain.append(top)
+                chain.reverse()
+            }
+            for d in chain where seen.insert(d).inserted { out.append(d) }
+        }
+        return out
+    }
+
+    /// `d` is `top` or a directory below it (byte-wise: no allocation, as the lists can
+    /// be long).
+    static func isSelfOrBelow(_ d: String, _ top: String) -> Bool {
+        let a = d.utf8, b = top.utf8
+        guard a.count >= b.count, a.starts(with: b) else { return false }
+        return a.count == b.count || a[a.index(a.startIndex, offsetBy: b.count)] == UInt8(ascii: "/")
+    }
     /// On v1 the freezer hierarchy decides "paused" (as with runc); else cgroup.freeze.
     var freezer: String? { CgroupV1.dir(v1, "freezer") }
     /// Where the container's processes are listed on v1: devices (as runc), else any.

@@ -254,16 +254,27 @@ enum Systemd {
                 throw BerthError("annotation \(k)=\(text) value parse error: berth reads booleans, 'strings', integers and arrays of strings")
             }
             if name.hasSuffix("Sec"), let c = name.dropLast(3).last, c.isLowercase {
+                // Seconds to microseconds in 64 bits. runc's conversion wraps silently (and
+                // makes something arbitrary of inf); a value that does not fit, a negative
+                // one or a NaN is an error here, never a trap.
+                func micro(_ s: UInt64) -> UInt64? {
+                    let (r, overflow) = s.multipliedReportingOverflow(by: 1_000_000)
+                    return overflow ? nil : r
+                }
                 let us: UInt64?
                 switch value {
-                case .int32(let x) where x >= 0: us = UInt64(x) * 1_000_000
-                case .uint32(let x): us = UInt64(x) * 1_000_000
-                case .int64(let x) where x >= 0: us = UInt64(x) * 1_000_000
-                case .uint64(let x): us = x &* 1_000_000
-                case .double(let x) where x >= 0: us = UInt64(x * 1_000_000)
-                default: us = nil
+                case .int32(let x): us = x >= 0 ? micro(UInt64(x)) : nil
+                case .uint32(let x): us = micro(UInt64(x))
+                case .int64(let x): us = x >= 0 ? micro(UInt64(x)) : nil
+                case .uint64(let x): us = micro(x)
+                case .double(let x):
+                    let m = x * 1_000_000
+                    us = m >= 0 && m < 18_446_744_073_709_551_616.0 ? UInt64(m) : nil
+                default: throw BerthError("annotation \(k)=\(text) value parse error: not a number")
                 }
-                guard let us else { throw BerthError("annotation \(k)=\(text) value parse error: not a number") }
+                guard let us else {
+                    throw BerthError("annotation \(k)=\(text) value out of range: seconds from 0 to \(UInt64.max / 1_000_000)")
+                }
                 name = String(name.dropLast(3)) + "USec"
                 value = .uint64(us)
             }
