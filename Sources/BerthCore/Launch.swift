@@ -390,12 +390,15 @@ struct Launcher {
         case BERTH_STAGE_SETUID: return "setuid \(plan.uid) (process.user.uid): \(why)"
         case BERTH_STAGE_KEYRING: return "join a new session keyring: \(why)"
         case BERTH_STAGE_LOOKUP:
-            let a = plan.args[0]
-            if r.err == ENOENT && !a.contains("/") {
+            // runc's words for a missing program (callers match them); a name of kilobytes
+            // is cut short, and other failures name the field.
+            let full = plan.args[0]
+            let a = full.utf8.count > 200 ? "\(full.prefix(60))... (\(full.utf8.count) bytes)" : full
+            if r.err == ENOENT && !full.contains("/") {
                 return "exec: \"\(a)\": executable file not found in $PATH"
             }
             if r.err == ENOENT { return "exec: \"\(a)\": stat \(a): no such file or directory" }
-            return "exec: \"\(a)\": \(why)"
+            return "exec: \"\(a)\" (process.args[0]): \(why)"
         case BERTH_STAGE_PRESERVE_FDS: return "pass fd \(i) (--preserve-fds): \(why)"
         case BERTH_STAGE_CLOSE_FDS: return "close fds: \(why)"
         case BERTH_STAGE_CAPS_BOUNDING: return "drop capability \(i) from the bounding set: \(why)"

@@ -714,14 +714,20 @@ public struct Runtime {
             waitInitGone(rec)
         case .running, .paused, .creating:
             guard force else { throw BerthError("cannot delete container \(id) that is not stopped: \(st.rawValue)") }
-            ContainerCgroups(rec.state).signalAll(SIGKILL)
-            try? signalInit(rec, SIGKILL)
+            // As runc: with a pid namespace of its own, init's death takes every process
+            // of the container with it, so only init is signalled; the cgroup may hold
+            // another container's processes (two configs with one cgroupsPath), which
+            // stay. Without one, everything in the cgroup is the container's.
+            let cgs = ContainerCgroups(rec.state)
+            if rec.state.ownPidNamespace { try? signalInit(rec, SIGKILL) } else { cgs.signalAll(SIGKILL) }
+            // A v1 freezer holds even SIGKILL back until it thaws.
+            if st == .paused { try? cgs.setFrozen(false) }
             waitInitGone(rec)
         }
         let cgs = ContainerCgroups(rec.state)
         if !cgs.isEmpty {
-            if st != .stopped || !rec.state.ownPidNamespace { cgs.signalAll(SIGKILL) }
-            cgs.destroy(made: cgs.expand(rec.state.cgroupCreated ?? []))
+            if !rec.state.ownPidNamespace { cgs.signalAll(SIGKILL) }
+            cgs.destroy(made: cgs.expand(rec.state.cgroupCreated ?? []), killRemaining: !rec.state.ownPidNamespace)
         }
         store.remove(rec.dir)
         debug("deleted \(id) (was \(st.rawValue))")

@@ -294,3 +294,49 @@ def test_joined_user_and_pid_namespaces(env):
     assert lines[6].split() == ["0", "100000", "65536"]
     assert lines[7] != "1"          # pid 1 of that namespace is the first container's init
     assert lines[8] == "1"          # and its sleep is visible
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_delete_force_spares_another_container_in_the_same_cgroup(env):
+    # Two configs with one cgroupsPath (both runtimes warn): deleting B must leave A and
+    # its processes running, as runc does; B has a pid namespace of its own, so its
+    # init's death is all it takes.
+    def m(c):
+        c["linux"]["cgroupsPath"] = f"/{env.prefix}-shared"
+    b = env.bundle(["sh", "-c", "sleep 300 & exec sleep 300"], mutate=m)
+    a, other = env.new_id("a"), env.new_id("b")
+    env.detach(b, a)
+    env.detach(b, other)
+    a_ns = os.readlink(f"/proc/{env.state(a)['pid']}/ns/pid")
+    # ps lists the whole cgroup: A's are those in A's pid namespace.
+    a_pids = [p for p in json.loads(env.berth("ps", "--format", "json", a).stdout)
+              if os.readlink(f"/proc/{p}/ns/pid") == a_ns]
+    assert len(a_pids) == 2, a_pids
+    b_init = env.state(other)["pid"]
+    env.berth("delete", "--force", other)
+    assert wait_for(lambda: not alive(b_init))
+    assert all(alive(p) for p in a_pids), a_pids
+    assert env.state(a)["status"] == "running"
+    env.berth("delete", "--force", a)
+    assert wait_for(lambda: not any(alive(p) for p in a_pids))
+
+
+def test_delete_force_of_a_paused_container_leaves_nothing(env):
+    # On a v1 host the freezer holds SIGKILL back: delete --force thaws, and every
+    # process (init's child too) is gone at once.
+    cid = env.new_id()
+    env.detach(env.bundle(["sh", "-c", "sleep 300 & exec sleep 300"]), cid)
+    pids = json.loads(env.berth("ps", "--format", "json", cid).stdout)
+    assert len(pids) == 2
+    env.berth("pause", cid)
+    start = time.time()
+    env.berth("delete", "--force", cid)
+    assert time.time() - start < 10
+    assert wait_for(lambda: not any(alive(p) for p in pids)), pids

@@ -222,7 +222,8 @@ struct Cgroup {
             if fd < 0 {
                 let e = errno
                 if e == ENOENT && w.optional { continue }
-                if e == ENOENT { throw BerthError("config.json: linux.resources.\(w.path): \(w.file) does not exist in \(dir)") }
+                // The system's words ("no such file or directory" for a file the kernel
+                // lacks), as runc's and crun's errors carry them: tools match them.
                 throw .sys("config.json: linux.resources.\(w.path): open \(path)", e)
             }
             let ok = FS.writeAll(fd, Array(w.value.utf8))
@@ -311,14 +312,18 @@ struct Cgroup {
         }
     }
 
-    /// Removes the directory once it is empty; kills what is left first. Waits up to ~2 s
-    /// for exiting processes to leave.
-    static func destroy(_ dir: String, made: [String]) {
+    /// Removes the directory once it is empty; kills what is left first (with
+    /// `killRemaining`). Waits up to ~2 s for exiting processes to leave.
+    static func destroy(_ dir: String, made: [String], killRemaining: Bool = true) {
         if FS.isDirectory(dir) && made.contains(dir) {
             for attempt in 0..<200 {
                 if rmdir(dir) == 0 || errno == ENOENT { break }
                 if errno != EBUSY && errno != ENOTEMPTY { break }
-                if attempt % 20 == 0 { _ = signalAll(dir, signal: SIGKILL) }
+                if !killRemaining && !pids(dir).isEmpty && attempt >= 20 {
+                    warn("cgroup \(dir) still holds processes that are not the container's; left in place")
+                    break
+                }
+                if killRemaining && attempt % 20 == 0 { _ = signalAll(dir, signal: SIGKILL) }
                 // Sub-cgroups the container made (v2 delegation) also make rmdir EBUSY:
                 // gone first, deepest first, as runc removes them.
                 removeChildren(dir)

@@ -164,8 +164,11 @@ struct ContainerCgroups {
     }
 
     /// Removes the directories Berth made (`made`, parents first), the container's own
-    /// ones after their sub-cgroups; processes still inside are killed first.
-    func destroy(made: [String]) {
+    /// ones after their sub-cgroups; processes still inside are killed first, unless
+    /// `killRemaining` is false (a container with its own pid namespace: whatever outlives
+    /// its init there is another container's that shares the cgroup, and stays, as runc
+    /// leaves it).
+    func destroy(made: [String], killRemaining: Bool = true) {
         if let unit = systemdUnit {
             // A frozen v1 freezer (Berth's, systemd leaves that hierarchy alone) would keep
             // the processes from dying while systemd stops the unit.
@@ -186,9 +189,11 @@ struct ContainerCgroups {
         // ("unexpectedly frozen") stays as its owner left it.
         if let f = freezer, made.contains(f), FS.isDirectory(f) { try? CgroupV1.thaw(f) }
         for d in v1.values.sorted() where made.contains(d) {
-            Cgroup.destroy(d, made: [d])
+            Cgroup.destroy(d, made: [d], killRemaining: killRemaining)
         }
-        if let d = v2 { Cgroup.destroy(d, made: made.filter { $0 == d || d.hasPrefix($0 + "/") }) }
+        if let d = v2 {
+            Cgroup.destroy(d, made: made.filter { Self.isSelfOrBelow(d, $0) }, killRemaining: killRemaining)
+        }
         CgroupV1.destroy(made)
     }
 
