@@ -222,6 +222,11 @@ struct ContainerPlan {
         uid = process.user.uid
         gid = process.user.gid
         groups = process.user.additionalGids ?? []
+        // An unprivileged user's namespace has setgroups denied: refused in runc's words
+        // rather than dropped, so nobody believes a group is in force that is not.
+        if Rootless.euid && !groups.isEmpty {
+            throw SpecError("process.user.additionalGids", "cannot set any additional groups in a rootless container")
+        }
         if let u = process.user.umask { umask = Int32(u) }
         args = process.args ?? []
         env = process.env ?? []

@@ -171,6 +171,22 @@ def test_limits_without_a_cgroup_are_refused(user):
     assert p.returncode == 0, p.stderr
 
 
+def test_additional_gids_are_refused_rootless(user):
+    # setgroups is denied in an unprivileged user's namespace: runc refuses the groups in
+    # these words instead of running without them; exec --additional-gids likewise.
+    def m(c):
+        c["process"]["user"]["additionalGids"] = [5]
+    user.config(["true"], mutate=m)
+    p = user.run("BERTH run rl-gids")
+    assert p.returncode == 1 and "cannot set any additional groups in a rootless container" in p.stderr, p.stderr
+    assert not os.listdir(os.path.join(user.xdg, "berth"))
+    user.config(["sleep", "60"])
+    user.ids.append("rl-gx")
+    assert user.detach("rl-gx").returncode == 0
+    p = user.run("BERTH exec --additional-gids 5 rl-gx true")
+    assert p.returncode != 0 and "cannot set any additional groups in a rootless container" in p.stderr, p.stderr
+
+
 def test_the_containers_own_ptmx_even_when_listed(user):
     # runc's default config lists /dev/ptmx among the devices: bound from the host in a
     # user namespace it would belong to nobody (the host's root) and open the host's
