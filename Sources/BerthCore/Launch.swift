@@ -380,7 +380,9 @@ struct Launcher {
         case BERTH_STAGE_SYMLINK:
             let s = i >= 0 && i < plan.symlinks.count ? plan.symlinks[i] : nil
             return "create symlink /\(s?.dest ?? "?") -> \(s?.target ?? "?"): \(why)"
-        case BERTH_STAGE_PIVOT: return "\(plan.noPivot ? "move mount and chroot" : "pivot_root") into \(plan.rootfs): \(why)"
+        case BERTH_STAGE_PIVOT:
+            let how = !plan.setupRootfs ? "chroot" : plan.noPivot ? "move mount and chroot" : "pivot_root"
+            return "\(how) into \(plan.rootfs): \(why)"
         case BERTH_STAGE_ROOT_READONLY: return "remount root read-only (root.readonly): \(why)"
         case BERTH_STAGE_ROOT_SHARED: return "set root propagation (linux.rootfsPropagation): \(why)"
         case BERTH_STAGE_CHDIR: return "chdir to process.cwd \(plan.cwd): \(why)"

@@ -124,12 +124,19 @@ struct ContainerPlan {
         }
         // As runc: the root, mounts and devices are set up in the container's mount
         // namespace, new or joined (in a joined one root.path is that namespace's path, and
-        // pivot_root moves whoever shares it). Without a mount namespace there is nothing of
-        // our own to set up: the process runs in the caller's root, and runc ignores the
-        // mounts then; Berth says so.
+        // pivot_root moves whoever shares it). Without a mount namespace the process is
+        // chrooted into root.path, as runc does. runc also makes the mounts then, in the
+        // host's own mount namespace (turning the host's "/" into a recursive slave and
+        // leaving the mounts behind): unsafe for the host, so refused by name, as runc
+        // refuses masked and read-only paths there.
         p.setupRootfs = p.newNamespaces.contains(.mount) || p.joins.contains { $0.kind == .mount }
-        if !p.setupRootfs && !(spec.mounts ?? []).isEmpty {
-            p.warnings.append("mounts: ignored, as runc does: there is no mount namespace to make them in")
+        if !p.setupRootfs {
+            let why = "without a mount namespace (linux.namespaces has no \"mount\") they would be made in the host's mount namespace, which berth does not change"
+            if !(spec.mounts ?? []).isEmpty { throw SpecError("mounts", why) }
+            if !(linux.devices ?? []).isEmpty { throw SpecError("linux.devices", why) }
+            if !(linux.maskedPaths ?? []).isEmpty || !(linux.readonlyPaths ?? []).isEmpty {
+                throw SpecError("linux", "unable to restrict sys entries without a private MNT namespace")  // runc's words
+            }
         }
         p.uidMappings = linux.uidMappings ?? []
         p.gidMappings = linux.gidMappings ?? []

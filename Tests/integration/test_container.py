@@ -362,19 +362,27 @@ def test_joined_mount_namespace_gets_the_root_and_mounts(env):
         holder.wait()
 
 
-def test_no_mount_namespace_runs_in_the_callers_root(env):
-    # runc accepts a config without a mount namespace: no root switch, no mounts (runc
-    # ignores them; Berth warns), the process sees the caller's filesystem.
+def test_no_mount_namespace_chroots_into_the_rootfs(env):
+    # runc accepts a config without a mount namespace and chroots into root.path. Its
+    # mounts would land in the host's mount namespace (runc makes them there): refused by
+    # name, and nothing is left behind.
     marker = os.path.join(env.tmp, "host-marker")
     open(marker, "w").write("on the host\n")
 
     def m(c):
         c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] not in ("mount", "cgroup")]
-        c["root"]["readonly"] = False
-    p = env.run(["/bin/sh", "-c", f"cat {marker}"], mutate=m)
+        c["mounts"] = []
+    p = env.run(["/bin/sh", "-c", f"cat {marker} 2>/dev/null || echo not here; ls /bin/busybox"], mutate=m)
     assert p.returncode == 0, p.stderr
-    assert p.stdout == "on the host\n"
-    assert "mounts: ignored" in p.stderr
+    assert p.stdout.split() == ["not", "here", "/bin/busybox"], p.stdout
+
+    def with_mounts(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] not in ("mount", "cgroup")]
+    before = open("/proc/self/mountinfo").read().count("\n")
+    p = env.run(["true"], mutate=with_mounts)
+    assert p.returncode == 1
+    assert p.stderr.startswith("config.json: mounts: without a mount namespace"), p.stderr
+    assert open("/proc/self/mountinfo").read().count("\n") == before
 
 
 def test_rshared_volume_propagates_mounts_back_to_the_host(env):
