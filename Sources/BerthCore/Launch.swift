@@ -229,7 +229,15 @@ struct Launcher {
     /// and init then tries the path itself (and reports its own error).
     private func sendBindSources(_ sock: Int32, _ initPid: Int32) -> Bool {
         for m in plan.mounts where m.bind != 0 {
-            let fd = open("/proc/\(initPid)/root" + (m.source ?? ""), CB_O_PATH | O_CLOEXEC)
+            // Resolved on the host first, as any bind source is: an absolute symlink met
+            // below /proc/<init>/root would restart from Berth's own root, in the host's
+            // mount namespace, and mount(2) refuses a source from there (EINVAL).
+            var source = m.source ?? ""
+            if let r = realpath(source, nil) {
+                source = String(cString: r)
+                free(r)
+            }
+            let fd = open("/proc/\(initPid)/root" + source, CB_O_PATH | O_CLOEXEC)
             let r = cb_send_fd(sock, fd)
             if fd >= 0 { close(fd) }
             if r != 0 { return false }

@@ -447,3 +447,21 @@ def test_an_rlimit_error_names_the_limit(env):
     p = env.run(["true"], mutate=m)
     assert p.returncode == 1
     assert "process.rlimits[1] (RLIMIT_NOFILE): operation not permitted" in p.stderr, p.stderr
+
+
+def test_a_bind_source_that_is_an_absolute_symlink_with_a_user_namespace(env):
+    # runc resolves a bind source on the host, symlinks included; in a user namespace
+    # Berth opens the sources for init, and an absolute link must not lead out of init's
+    # mount namespace (mount(2) then refuses it).
+    real = os.path.join(env.tmp, "real")
+    os.makedirs(real)
+    open(os.path.join(real, "f"), "w").write("through the link\n")
+    link = os.path.join(env.tmp, "link")
+    os.symlink(real, link)
+
+    def m(c):
+        user_namespace(c, 100000, 100000)
+        c["mounts"].append({"destination": "/home", "type": "bind", "source": link, "options": ["rbind"]})
+    p = env.run(["cat", "/home/f"], mutate=m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "through the link\n"
