@@ -590,7 +590,11 @@ public struct Runtime {
                 }
                 return (r, r.status)
             } catch {
-                warn("\(error.message): container \(id) is not listed; `berth delete --force \(id)` removes it")
+                if error.message == StateStore.foreign(id) {
+                    warn("\(error.message); not listed")
+                } else {
+                    warn("\(error.message): container \(id) is not listed; `berth delete --force \(id)` removes it")
+                }
                 return nil
             }
         }
@@ -690,13 +694,14 @@ public struct Runtime {
                 if force { return }
                 throw error
             }
+            if error.message == StateStore.foreign(id) { throw error }  // never touch another runtime's
             // A create killed before its first record leaves an empty directory: nothing of
             // it was made on the host.
             if !FS.exists(d + "/state.json") && !RecoveryRecord.present(dir: d) && FS.isDirectory(d) {
                 FS.removeTree(d)
                 return
             }
-            // An unreadable record must not hide a live container (issue 8, D2): delete from
+            // An unreadable record must not hide a live container: delete from
             // the recovery record, or refuse and delete nothing.
             guard let salvaged = RecoveryRecord.read(dir: d, id: id) else {
                 if force, try deleteByDefaultCgroup(id: id, dir: d) { return }

@@ -251,8 +251,20 @@ public struct StateStore {
             let st = try StoredState(JSONReader(JSONValue.parse(bytes), file: "state.json"))
             return ContainerRecord(dir: d, state: st)
         } catch {
+            if StateStore.isForeign(bytes) { throw BerthError(StateStore.foreign(id)) }
             throw BerthError("\(d)/state.json: corrupt state: \(error)")
         }
+    }
+
+    /// A state root shared with runc (Docker 20.10 keeps every runtime's containers in
+    /// one): runc's state.json has its own keys, and the container is runc's to manage.
+    static func isForeign(_ bytes: [UInt8]) -> Bool {
+        guard case .object(let fields)? = try? JSONValue.parse(bytes) else { return false }
+        return fields.contains { $0.0 == "init_process_pid" } && !fields.contains { $0.0 == "ociVersion" }
+    }
+
+    static func foreign(_ id: String) -> String {
+        "container \(id) belongs to another runtime (its state.json is in runc's format); manage it with that runtime"
     }
 
     /// Removes a container's directory: the files Berth puts there, then the directory;

@@ -255,3 +255,23 @@ def test_debug_lines_go_to_the_log(env):
     assert entries and all(e["level"] == "debug" for e in entries)
     assert any("waiting before execve" in e["msg"] for e in entries)
     assert p.stderr == ""
+
+
+def test_a_state_root_shared_with_runc(env):
+    # Docker 20.10 keeps every runtime's state in one root: runc's containers there are
+    # named as runc's, never offered to `berth delete --force`, and never touched.
+    assert shutil.which("runc"), "needs runc (Scripts/test installs it)"
+    b = env.bundle(["sleep", "60"])
+    cid = env.new_id("runc")
+    subprocess.run(["runc", "--root", env.root, "run", "-d", "--bundle", b, cid], check=True, timeout=30,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid = json.loads(subprocess.run(["runc", "--root", env.root, "state", cid], capture_output=True,
+                                        text=True, check=True).stdout)["pid"]
+        p = env.berth("list")
+        assert cid not in p.stdout and "belongs to another runtime" in p.stderr and "delete --force" not in p.stderr, p.stderr
+        p = env.berth("delete", "--force", cid, check=False)
+        assert p.returncode == 1 and "belongs to another runtime" in p.stderr, p.stderr
+        assert os.path.exists(f"/proc/{pid}") and os.path.isdir(os.path.join(env.root, cid))
+    finally:
+        subprocess.run(["runc", "--root", env.root, "delete", "--force", cid], timeout=30, capture_output=True)
