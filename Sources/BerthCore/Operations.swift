@@ -438,6 +438,8 @@ public struct Runtime {
     // MARK: start
 
     public func start(id: String) throws(BerthError) {
+        let lock = store.lock(id)
+        defer { if lock >= 0 { close(lock) } }
         let rec = try store.load(id)
         try start(rec)
     }
@@ -453,7 +455,7 @@ public struct Runtime {
         // their failure. A failing startContainer hook stops the container and ends its
         // lifecycle (runtime-spec: continue at delete).
         if let hookFailure = try release(rec) {
-            _ = try? delete(id: rec.state.id, force: true)
+            _ = try? deleteLocked(id: rec.state.id, force: true)
             throw BerthError(hookFailure)
         }
         debug("started \(rec.state.id): init \(rec.state.pid) released")
@@ -684,6 +686,14 @@ public struct Runtime {
     }
 
     public func delete(id: String, force: Bool) throws(BerthError) {
+        let lock = store.lock(id)
+        defer { if lock >= 0 { close(lock) } }
+        try deleteLocked(id: id, force: force)
+    }
+
+    /// delete, for a caller that holds the container's lock (start ending a container
+    /// whose hook failed) or needs none (run, whose container nobody else knows yet).
+    func deleteLocked(id: String, force: Bool) throws(BerthError) {
         let rec: ContainerRecord
         do { rec = try store.load(id) } catch {
             guard (try? StateStore.validate(id: id)) != nil else { throw error }

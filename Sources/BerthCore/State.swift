@@ -267,6 +267,17 @@ public struct StateStore {
         "container \(id) belongs to another runtime (its state.json is in runc's format); manage it with that runtime"
     }
 
+    /// `start` and `delete` hold this lock on the container's directory for their whole
+    /// step, so a plain delete racing a start either kills a container that was never
+    /// released, or sees it running and refuses (it never kills a program that `start`
+    /// has just reported as started). An fd to close, or -1 where there is no directory.
+    func lock(_ id: String) -> Int32 {
+        guard (try? StateStore.validate(id: id)) != nil else { return -1 }
+        let fd = open(dir(id), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 { _ = retrying { flock(fd, LOCK_EX) } }
+        return fd
+    }
+
     /// Removes a container's directory: the files Berth puts there, then the directory;
     /// anything unexpected falls back to a full walk.
     func remove(_ dir: String) {

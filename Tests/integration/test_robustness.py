@@ -214,7 +214,10 @@ def test_start_racing_delete_succeeds_only_if_the_program_was_released(env):
         with open(f"/proc/{pid}/stat") as f:
             comm = f.read().split("(", 1)[1].rsplit(")", 1)[0]
         outcomes.add((s_rc, d_rc))
-        if s_rc == 0 and comm != "sleep":
+        # A start that succeeded released the program, which a plain delete must then
+        # refuse to kill (runc: "cannot delete ... running"); both succeeding means
+        # the program was killed before it could do anything.
+        if s_rc == 0 and (comm != "sleep" or d_rc == 0):
             started_without_program.append((i, comm, d_rc))
         env.berth("delete", "--force", cid, check=False)
         reap_all()
