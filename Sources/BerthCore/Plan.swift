@@ -27,6 +27,8 @@ struct ContainerPlan {
     var readonly = false
     var noPivot = false
     var setupRootfs = true
+    /// No mount namespace at all (create only): init is chrootd into the rootfs, as runc.
+    var chrootRootfs = false
     var rootFinalPropagation: UInt = 0
     var mounts: [PlannedMount] = []
     var devices: [PlannedDevice] = []
@@ -130,6 +132,7 @@ struct ContainerPlan {
         // leaving the mounts behind): unsafe for the host, so refused by name, as runc
         // refuses masked and read-only paths there.
         p.setupRootfs = p.newNamespaces.contains(.mount) || p.joins.contains { $0.kind == .mount }
+        p.chrootRootfs = !p.setupRootfs
         if !p.setupRootfs {
             let why = "without a mount namespace (linux.namespaces has no \"mount\") they would be made in the host's mount namespace, which berth does not change"
             if !(spec.mounts ?? []).isEmpty { throw SpecError("mounts", why) }
@@ -389,6 +392,7 @@ final class CPlan {
         raw.fifo_fd = fifoFd
 
         raw.setup_rootfs = p.setupRootfs ? 1 : 0
+        raw.chroot_rootfs = p.chrootRootfs ? 1 : 0
         raw.rootfs = str(p.rootfs)
         // rshared: "/" shared from the start, so binds of shared host mounts keep their peer
         // group (the C side makes the rootfs's own mount private first); else rslave.

@@ -1346,16 +1346,16 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     if (p->setup_rootfs) {
         setup_rootfs(p);
     } else {
-        // No mount namespace (runc allows it): the sysctls still apply, under our /proc,
-        // and the process is chrooted into root.path, as runc does (there is no mount
-        // namespace of its own to pivot).
+        // No mount namespace of its own to set up (exec, or a config without one, which
+        // runc allows): the sysctls still apply, under our /proc; without any mount
+        // namespace init is chrooted into root.path, as runc does.
         if (p->nsysctls) {
             int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
             if (root < 0) fail(BERTH_STAGE_PROC_SYS, errno, -1);
             apply_sysctls(p, root);
             close(root);
         }
-        if (chroot(p->rootfs) != 0 || chdir("/") != 0) fail(BERTH_STAGE_PIVOT, errno, -1);
+        if (p->chroot_rootfs && (chroot(p->rootfs) != 0 || chdir("/") != 0)) fail(BERTH_STAGE_PIVOT, errno, -1);
     }
     setup_console(p);
     if (p->setup_rootfs) readonly_late_mounts(p);

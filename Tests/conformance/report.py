@@ -7,8 +7,10 @@ EXPECTED lines: WHERE | FILE | TEST NAME | REASON   (WHERE: host, vm, systemd, h
 rootless, rootless-vm or both, which means everywhere; # comments)
 In rootless runs a FILE is SET/FILE.bats (SET: none, idmap, cgroup, idmap+cgroup); a listed
 */FILE.bats holds for every set, and a "both" entry's FILE.bats too.
-Exit status 1 when Berth fails a test that is not listed for WHERE, or passes one that is
-(unless its reason starts with "flaky": it may go either way, and says why).
+Exit status 1 when Berth fails a test that is not listed for WHERE and runc passes (or runc
+did not run), or passes one that is listed (unless its reason starts with "flaky": it may
+go either way, and says why). A failure runc shares in the same run is the host's: it is
+reported, with what on the host is known to cause it, and does not fail the run.
 """
 import os
 import re
@@ -89,16 +91,54 @@ def listed(f, name):
     return None
 
 
+def host_notes():
+    """What on this host is known to make runc's tests fail for any runtime."""
+    notes = []
+    if any(os.access(os.path.join(d, "criu"), os.X_OK) for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin"]):
+        notes.append("criu is installed: checkpoint.bats runs instead of skipping (`criu check` must pass on this kernel)")
+    try:
+        st = os.stat("/dev/null")
+        if (st.st_uid, st.st_gid) != (0, 0):
+            notes.append(f"the host's /dev/null is owned by {st.st_uid}:{st.st_gid}, not root (another runtime chowned it)")
+    except OSError:
+        pass
+    for root in ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"):
+        if not os.path.exists(os.path.join(root, "cpu.rt_runtime_us")):
+            continue
+        taken = []
+        for d, subdirs, _ in os.walk(root):
+            if d == root:
+                continue
+            try:
+                if int(open(os.path.join(d, "cpu.rt_runtime_us")).read()) > 0:
+                    taken.append(d)
+            except (OSError, ValueError):
+                pass
+        if taken:
+            notes.append(f"cgroup v1 real-time budget is held by {len(taken)} cgroup(s), e.g. {taken[0]}")
+        break
+    return notes
+
+
+# A failure runc shares in the same run is the host's, not Berth's: reported, not fatal.
+shared = []
 unexpected, fixed = [], []
 for f in files:
     for name, r in results["berth"][f].items():
         reason = listed(f, name)
-        if r == "not ok" and reason is None:
+        if r == "not ok" and reason is None and "runc" in runtimes and results["runc"][f].get(name) == "not ok":
+            shared.append(f"  {f}: {name}")
+        elif r == "not ok" and reason is None:
             unexpected.append(f"  {f}: {name}")
         if r == "ok" and reason is not None and not reason.startswith("flaky"):
             fixed.append(f"  {f}: {name} (listed: {reason})")
     if not results["berth"][f]:
         unexpected.append(f"  {f}: no result at all (see the .err file)")
+if shared:
+    print(f"berth and runc both fail {len(shared)} test(s) not in {os.path.basename(expected_path)} (this host's, not berth's):")
+    print("\n".join(shared))
+    for n in host_notes() or ["nothing known on this host explains them: see the .err files"]:
+        print(f"  host: {n}")
 if unexpected:
     print(f"berth fails {len(unexpected)} test(s) not in {os.path.basename(expected_path)}:")
     print("\n".join(unexpected))

@@ -187,6 +187,29 @@ def test_additional_gids_are_refused_rootless(user):
     assert p.returncode != 0 and "cannot set any additional groups in a rootless container" in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("userns", [False, True], ids=["as-user", "root-of-callers-namespace"])
+def test_cgroupfs_is_read_only_inside_without_a_cgroup_namespace(user, userns):
+    # CVE-2023-25809: `spec --rootless` has no cgroup namespace and binds /sys with
+    # "rbind,ro"; every /sys/fs/cgroup mount the container sees must still be read-only,
+    # or a user's delegated cgroups (systemd's user.slice) are writable from inside.
+    user.config(["cat", "/proc/self/mountinfo"], userns=userns)
+    user.ids.append("rl-cgro")
+    p = user.run("BERTH run rl-cgro", userns=userns)
+    assert p.returncode == 0, p.stderr
+    # What a path reaches: a later mount on a path or above it covers what was there
+    # (the rbind's own submounts lie below Berth's).
+    top = {}
+    for line in p.stdout.splitlines():
+        pre, post = line.split(" - ", 1)
+        point, opts, fstype = pre.split()[4], pre.split()[5], post.split()[0]
+        top = {k: v for k, v in top.items() if k != point and not k.startswith(point + "/")}
+        if point.startswith("/sys/fs/cgroup"):
+            top[point] = (fstype, opts)
+    cgroupfs = {k: v for k, v in top.items() if v[0] in ("cgroup", "cgroup2")}
+    assert cgroupfs, p.stdout
+    assert all(opts.split(",")[0] == "ro" for _, opts in cgroupfs.values()), cgroupfs
+
+
 def test_the_containers_own_ptmx_even_when_listed(user):
     # runc's default config lists /dev/ptmx among the devices: bound from the host in a
     # user namespace it would belong to nobody (the host's root) and open the host's

@@ -47,6 +47,25 @@ def test_capabilities_non_root_with_ambient(env):
     assert f["CapAmb"] == f["CapEff"] == f["CapPrm"] == f"{mask('CAP_NET_RAW'):016x}"
 
 
+def test_empty_inheritable_means_empty_inheritable_and_ambient(env):
+    # CVE-2022-29162: runc once filled the inheritable set from the bounding set when the
+    # config gave none; a non-root program could then keep capabilities across execve of
+    # a file with inheritable file capabilities. None given must mean none inside, for
+    # root and for a user, whatever bounding holds (ambient lists are skipped: they cannot
+    # be raised without inheritable).
+    for user in ({"uid": 0, "gid": 0}, {"uid": 1000, "gid": 1000}):
+        def m(c):
+            c["process"]["user"] = user
+            full = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW", "CAP_SYS_ADMIN"]
+            c["process"]["capabilities"] = {"bounding": full, "effective": full, "permitted": full,
+                                            "inheritable": [], "ambient": ["CAP_NET_RAW"]}
+        p = env.run(["grep", "^Cap", "/proc/self/status"], mutate=m)
+        assert p.returncode == 0, p.stderr
+        f = status_fields(p.stdout)
+        assert f["CapInh"] == f["CapAmb"] == "0" * 16, (user, p.stdout)
+        assert f["CapBnd"] == f"{mask('CAP_CHOWN', 'CAP_KILL', 'CAP_NET_RAW', 'CAP_SYS_ADMIN'):016x}"
+
+
 def test_no_capabilities_field_means_none(env):
     p = env.run(["sh", "-c", "grep ^CapEff /proc/self/status; hostname x 2>&1 || true"])
     assert p.returncode == 0, p.stderr
@@ -197,6 +216,46 @@ def test_cve_2021_30465_symlink_cannot_redirect_a_mount(env):
     assert os.listdir(host_target) == []
     with open("/proc/self/mountinfo") as f:
         assert host_target not in f.read()
+
+
+def test_cve_2024_45310_racing_symlinks_never_create_outside_the_root(env):
+    # A volume shared with another container, which keeps swapping a directory on the
+    # mount's destination path for a symlink to a host directory while Berth makes the
+    # destination: nothing may ever be created in the host directory.
+    import threading
+    outside = os.path.join(env.tmp, "outside")
+    os.makedirs(outside)
+    rootfs = copy_rootfs(env, "race-rootfs")
+    vol = os.path.join(rootfs, "vol")
+    os.makedirs(vol)
+    swap = os.path.join(vol, "a")
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            try:
+                os.makedirs(swap, exist_ok=True)
+                shutil.rmtree(swap, ignore_errors=True)
+                os.symlink(outside, swap + ".new")
+                os.rename(swap + ".new", swap)
+                os.unlink(swap)
+            except OSError:
+                pass
+    t = threading.Thread(target=flip)
+    t.start()
+    try:
+        def m(c):
+            c["root"]["path"] = rootfs
+            c["mounts"].append({"destination": "/vol/a/b/c", "type": "tmpfs", "source": "tmpfs"})
+        b = env.bundle(["true"], mutate=m)
+        for _ in range(30):
+            env.berth("run", "--bundle", b, env.new_id("race"), check=False)
+    finally:
+        stop.set()
+        t.join()
+    assert os.listdir(outside) == []
+    with open("/proc/self/mountinfo") as f:
+        assert outside not in f.read()
 
 
 def test_cve_2023_27561_proc_must_be_procfs(env):

@@ -174,6 +174,7 @@ typedef struct {
 
     // filesystem
     int setup_rootfs;       // 0 when the mount namespace is joined
+    int chroot_rootfs;      // no mount namespace at all: chroot into rootfs (as runc)
     const char *rootfs;     // absolute host path
     unsigned long root_propagation; // MS_* | MS_REC for "/" before the mounts
     unsigned long root_final_propagation; // applied to "/" after the root switch, 0 = none
