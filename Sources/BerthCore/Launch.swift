@@ -326,7 +326,7 @@ struct Launcher {
     private func sendGo(_ fd: Int32) -> Bool { Launcher.sendGo(fd) }
     private func readReport(_ fd: Int32) -> berth_report? { Launcher.readReport(fd) }
 
-    /// Why capset(2) said EPERM, with the capabilities named (issue 8, D6): Berth can only
+    /// Why capset(2) said EPERM, with the capabilities named: Berth can only
     /// grant what it holds itself, inheritable ones must stay within the bounding set, and
     /// effective ones must be permitted.
     func capsetReason() -> String {

@@ -16,7 +16,7 @@ struct PlannedMount: Equatable {
     var attrClr: UInt64 = 0
     var destIsFile = false
     var isProc = false
-    /// proc and sysfs: the destination must not be a symlink or a file (issue 8, D8).
+    /// proc and sysfs: the destination must not be a symlink or a file.
     var ordinaryDir = false
     /// cgroup2: what to bind instead where the kernel refuses a new cgroup2 mount (a user
     /// namespace without its own cgroup namespace), as runc does.

@@ -70,7 +70,7 @@ public struct Runtime {
                 throw SpecError("root.path", "\(rootfs): no such directory")
             }
             // The host's own root (a rootfs linked to "/", say) can never be pivoted into:
-            // say so now instead of failing late with pivot_root's EBUSY (issue 8, D8).
+            // say so now instead of failing late with pivot_root's EBUSY.
             // (Without a mount namespace the root is not switched at all, as with runc.)
             let switchesRoot = spec.linux?.namespaces?.contains { $0.type == "mount" } ?? false
             if switchesRoot && stat("/", &hst) == 0 && rst.st_dev == hst.st_dev && rst.st_ino == hst.st_ino {
@@ -271,7 +271,12 @@ public struct Runtime {
                 // As runc 1.1: joining a cgroup that already has processes works, with a
                 // warning in runc's words (the containers then share limits, freezing, kill).
                 let n = existing.pids().count
-                if n > 0 { warn("container's cgroup is not empty: \(n) process(es) found") }
+                if n > 0 {
+                    warn("container's cgroup is not empty: \(n) process(es) found")
+                    // Shared with another container: whichever is deleted last removes it
+                    // once it is empty (runc removes a container's cgroup whoever made it).
+                    cgroupPlanned += existing.leaves.filter { !cgroupPlanned.contains($0) }
+                }
                 // A frozen cgroup would freeze init half-way; runc refuses it in these words.
                 if existing.frozen() { throw BerthError("container's cgroup unexpectedly frozen") }
             }
@@ -415,8 +420,8 @@ public struct Runtime {
         }
     }
 
-    /// --preserve-fds N passes fds 3..3+N-1, which must all fit under the open-file limit
-    /// (issue 8, D7: a huge N used to overflow the plan's int).
+    /// --preserve-fds N passes fds 3..3+N-1, which must all fit under the open-file limit (a huge N
+    /// used to overflow the plan's int).
     static func checkPreserveFds(_ n: Int) throws(BerthError) {
         if n < 0 { throw BerthError("--preserve-fds: must not be negative") }
         var rl = rlimit()
@@ -465,7 +470,7 @@ public struct Runtime {
 
     /// Writes the start byte to the exec fifo and returns once init has taken it and gone
     /// on to execve; fails if init died first (a racing `delete`, a kill), so `start` never
-    /// reports a program as started that was not released to run (issue 8, D5). Returns
+    /// reports a program as started that was not released to run. Returns
     /// why a startContainer hook failed, if one did (init then reports it through the fifo).
     private func release(_ rec: ContainerRecord) throws(BerthError) -> String? {
         let stopped = BerthError("cannot start a container that has stopped")
@@ -577,7 +582,7 @@ public struct Runtime {
     }
 
     /// Containers whose record cannot be read are left out with a warning, as runc does,
-    /// so that no caller ever sees a status it does not know (issue 8, D2).
+    /// so that no caller ever sees a status it does not know.
     public func list() -> [(ContainerRecord, Status)] {
         var names: [UInt32: String] = [:]
         return store.ids().compactMap { id in

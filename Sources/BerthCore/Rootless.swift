@@ -2,7 +2,7 @@ import BerthSpec
 import CBerth
 import Glibc
 
-/// Running without real root (issue 12), decided as runc decides. Two questions: is the
+/// Running without real root, decided as runc decides. Two questions: is the
 /// effective uid unprivileged (`euid`: the user namespace's maps need setgroups denied or
 /// newuidmap, and no setgroups in init), and may Berth own no cgroup (`cgroups`: also true
 /// for root inside a user namespace someone else made, as rootless Podman runs its

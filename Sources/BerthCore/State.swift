@@ -96,7 +96,7 @@ extension StoredState {
 /// What `delete` needs to find a container's init and cgroup, kept apart from state.json
 /// as the target of a symlink: written once, in one syscall, when init exists, and never
 /// rewritten. A state.json that was emptied, truncated or replaced cannot hide a live
-/// container then (issue 8, D2).
+/// container then.
 enum RecoveryRecord {
     static let name = "recovery"
 
@@ -205,7 +205,7 @@ public struct StateStore {
     public init(root: String) { self.root = root }
 
     /// runc's rule: `[A-Za-z0-9_+.-]+`, and not "." or "..". The id names a directory, so
-    /// it also fits in one file name (issue 8, D9: said plainly, not as ENAMETOOLONG).
+    /// it also fits in one file name (said plainly, not as ENAMETOOLONG).
     public static func validate(id: String) throws(BerthError) {
         let ok = !id.isEmpty && id != "." && id != ".." && id.utf8.allSatisfy { c in
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) ||

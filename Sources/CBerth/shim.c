@@ -1322,7 +1322,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     char exe[PATH_MAX];
 
     // A name no execve can give (a basename has no '/'): `start` reads it to tell an init
-    // that died before execve from a program that ran (issue 8, D5).
+    // that died before execve from a program that ran.
     (void)prctl(PR_SET_NAME, BERTH_INIT_COMM, 0, 0, 0);
 
     if (p->in_userns) {

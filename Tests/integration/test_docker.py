@@ -200,7 +200,7 @@ def test_docker_detached_lifecycle(docker, tmp_path):
         # It is Berth's container: its state is in Berth's format under the shim's --root.
         st = docker.berth_state(cid)
         assert st["status"] == "running" and st["id"] == cid
-        assert os.path.islink(os.path.join(docker.state_root, cid, "recovery"))  # a Berth-only file
+        assert os.path.isfile(os.path.join(docker.state_root, cid, "recovery"))  # a Berth-only file
 
         p = docker("exec", "life", "sh", "-c", "echo exec-ok; tty || true")
         assert p.returncode == 0 and p.stdout.split("\n")[:2] == ["exec-ok", "not a tty"], p

@@ -163,3 +163,14 @@ def test_controllers_delegated_and_exec_follows_init_into_a_sub_cgroup(env):
         env.berth("delete", "--force", cid)
         if os.path.isdir(cg + "/sub"):
             os.rmdir(cg + "/sub")
+
+
+@needs("memory")
+def test_a_unified_file_the_kernel_lacks_fails_in_the_systems_words(env):
+    # runc's and crun's errors carry the system's words for ENOENT; tools match them.
+    def m(c):
+        c["linux"]["resources"] = {"unified": {"memory.DOESNTEXIST": "1"}}
+    p = env.run(["true"], mutate=m)
+    assert p.returncode == 1
+    assert "linux.resources.unified.memory.DOESNTEXIST" in p.stderr and \
+        "memory.DOESNTEXIST: no such file or directory" in p.stderr, p.stderr

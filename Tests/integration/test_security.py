@@ -226,7 +226,7 @@ def test_cve_2024_45310_racing_symlinks_never_create_outside_the_root(env):
     outside = os.path.join(env.tmp, "outside")
     os.makedirs(outside)
     rootfs = copy_rootfs(env, "race-rootfs")
-    vol = os.path.join(rootfs, "vol")
+    vol = os.path.join(rootfs, "racevol")
     os.makedirs(vol)
     swap = os.path.join(vol, "a")
     stop = threading.Event()
@@ -246,7 +246,7 @@ def test_cve_2024_45310_racing_symlinks_never_create_outside_the_root(env):
     try:
         def m(c):
             c["root"]["path"] = rootfs
-            c["mounts"].append({"destination": "/vol/a/b/c", "type": "tmpfs", "source": "tmpfs"})
+            c["mounts"].append({"destination": "/racevol/a/b/c", "type": "tmpfs", "source": "tmpfs"})
         b = env.bundle(["true"], mutate=m)
         for _ in range(30):
             env.berth("run", "--bundle", b, env.new_id("race"), check=False)
