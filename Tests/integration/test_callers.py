@@ -77,6 +77,10 @@ def podman():
                 os.rmdir(top)
             except OSError:
                 pass
+    # Plain directories Podman made for hierarchies the host does not mount.
+    for r in set(v1_roots()) - had_roots:
+        if not os.path.ismount(r):
+            shutil.rmtree(r, ignore_errors=True)
 
 
 def v1_roots():
