@@ -597,7 +597,7 @@ public struct Runtime {
                 }
                 return (r, r.status)
             } catch {
-                if error.message == StateStore.foreign(id) {
+                if store.isForeign(id) {
                     warn("\(error.message); not listed")
                 } else {
                     warn("\(error.message): container \(id) is not listed; `berth delete --force \(id)` removes it")
@@ -709,7 +709,7 @@ public struct Runtime {
                 if force { return }
                 throw error
             }
-            if error.message == StateStore.foreign(id) { throw error }  // never touch another runtime's
+            if store.isForeign(id) { throw error }  // never touch another runtime's
             // A create killed before its first record leaves an empty directory: nothing of
             // it was made on the host.
             if !FS.exists(d + "/state.json") && !RecoveryRecord.present(dir: d) && FS.isDirectory(d) {

@@ -94,7 +94,7 @@ extension StoredState {
 }
 
 /// What `delete` needs to find a container's init and cgroup, kept apart from state.json
-/// as the target of a symlink: written once, in one syscall, when init exists, and never
+/// in a file of its own: written once (whole, by rename) when init exists, and never
 /// rewritten. A state.json that was emptied, truncated or replaced cannot hide a live
 /// container then.
 enum RecoveryRecord {
@@ -251,7 +251,9 @@ public struct StateStore {
             let st = try StoredState(JSONReader(JSONValue.parse(bytes), file: "state.json"))
             return ContainerRecord(dir: d, state: st)
         } catch {
-            if StateStore.isForeign(bytes) { throw BerthError(StateStore.foreign(id)) }
+            if StateStore.isForeign(bytes) {
+                throw BerthError("container \(id) belongs to another runtime (its state.json is in runc's format); manage it with that runtime")
+            }
             throw BerthError("\(d)/state.json: corrupt state: \(error)")
         }
     }
@@ -263,8 +265,9 @@ public struct StateStore {
         return fields.contains { $0.0 == "init_process_pid" } && !fields.contains { $0.0 == "ociVersion" }
     }
 
-    static func foreign(_ id: String) -> String {
-        "container \(id) belongs to another runtime (its state.json is in runc's format); manage it with that runtime"
+    func isForeign(_ id: String) -> Bool {
+        guard let bytes = try? FS.readFile(dir(id) + "/state.json") else { return false }
+        return StateStore.isForeign(bytes)
     }
 
     /// `start` and `delete` hold this lock on the container's directory for their whole

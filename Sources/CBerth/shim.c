@@ -1540,8 +1540,8 @@ __attribute__((noreturn)) static void child_main(const berth_plan *p) {
     // CAP_SYS_PTRACE (and DAC override) /proc/PID/fd/N reopens what it holds. So it holds
     // nothing of the host's but what the config asks for: stdio, the preserved fds, the
     // exec fifo, the console and seccomp agent sockets, the namespaces to join (closed
-    // once joined). The cgroup directory (used by clone3 only), the state directory's
-    // lock, the log file and whatever our caller left open are closed here, first.
+    // once joined). The cgroup directory (used by clone3 only), the log file, the
+    // terminal relay's other end and whatever our caller left open are closed here, first.
     int keep[4 + CHILD_MAX_JOINS];
     int nkeep = 0;
     int mine[] = {p->sync_fd, p->fifo_fd, p->console_sock, p->seccomp_listener_sock};

@@ -126,3 +126,29 @@ import CBerth
         #expect(throws: SpecError.self) { try DeviceEmulator.target([DeviceRule(allow: true, type: "x")]) }
     }
 }
+
+/// state.json keeps the top of each chain of directories Berth made; delete gets every
+/// one back, parents first, and reads an older build's full list unchanged.
+@Suite struct CreatedCgroupRecord {
+    let cgs = ContainerCgroups(v2: "/u/berth/c", v1: ["memory": "/m/berth/c", "pids": "/p/x/y/z"])
+    let made = ["/m/berth", "/m/berth/c", "/p/x/y", "/p/x/y/z", "/u/berth", "/u/berth/c"]
+
+    @Test func compactKeepsTheTopOfEachChain() {
+        #expect(cgs.compact(made) == ["/m/berth", "/p/x/y", "/u/berth"])
+        #expect(cgs.expand(cgs.compact(made)).sorted() == made.sorted())
+    }
+
+    @Test func anOlderFullListExpandsToItself() {
+        #expect(cgs.expand(made).sorted() == made.sorted())
+        let e = cgs.expand(made)
+        #expect(e.firstIndex(of: "/m/berth")! < e.firstIndex(of: "/m/berth/c")!)
+    }
+
+    @Test func similarNamesAreNotParents() {
+        #expect(!ContainerCgroups.isSelfOrBelow("/m/berth-x/c", "/m/berth"))
+        #expect(ContainerCgroups.isSelfOrBelow("/m/berth/c", "/m/berth"))
+        #expect(ContainerCgroups.isSelfOrBelow("/m/berth", "/m/berth"))
+        let odd = ContainerCgroups(v2: nil, v1: ["memory": "/m/berth-x/c"])
+        #expect(odd.compact(["/m/berth", "/m/berth-x/c"]) == ["/m/berth", "/m/berth-x/c"])
+    }
+}

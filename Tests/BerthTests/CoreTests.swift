@@ -203,9 +203,13 @@ func spec(_ extra: String = "", namespaces: String = #"[{"type":"pid"},{"type":"
                          mounts: #"[{"destination":"/proc","type":"proc"}]"#)
         let p = try plan(s)
         #expect(p.setupRootfs && p.mounts.count == 1 && p.warnings.isEmpty)
-        // Without a mount namespace there is no root of our own: mounts are ignored, and said so.
-        let none = try plan(try spec(namespaces: #"[{"type":"pid"}]"#, mounts: #"[{"destination":"/proc","type":"proc"}]"#))
-        #expect(!none.setupRootfs && none.warnings.count == 1)
+        // Without a mount namespace init is chrooted into the rootfs; mounts would land in
+        // the host's mount namespace, and are refused by name.
+        let bare = try plan(try spec(namespaces: #"[{"type":"pid"}]"#, mounts: "[]"))
+        #expect(!bare.setupRootfs && bare.chrootRootfs)
+        #expect(throws: SpecError.self) {
+            try plan(try spec(namespaces: #"[{"type":"pid"}]"#, mounts: #"[{"destination":"/proc","type":"proc"}]"#))
+        }
     }
 }
 
