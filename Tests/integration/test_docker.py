@@ -360,6 +360,8 @@ def image_store(tmp_path):
     # A RUN gets the default CNI network: its bridge and its address book are left behind.
     had_bridge = os.path.exists("/sys/class/net/cni-podman0")
     had_cni = os.path.exists("/var/lib/cni")
+    # buildah/podman make plain directories for v1 hierarchies the host does not mount.
+    had_cgroup_dirs = set(os.listdir("/sys/fs/cgroup"))
     common = ["--root", d + "/storage", "--runroot", d + "/run", "--storage-driver", "vfs"]
     calls = os.path.join(d, "calls")
     wrapper = os.path.join(d, "berth")
@@ -396,6 +398,9 @@ def image_store(tmp_path):
     subprocess.run(["umount", "-R", d + "/storage"], capture_output=True)
     subprocess.run(["umount", "-R", d + "/run"], capture_output=True)
     shutil.rmtree(d, ignore_errors=True)
+    for n in set(os.listdir("/sys/fs/cgroup")) - had_cgroup_dirs:
+        if not os.path.ismount("/sys/fs/cgroup/" + n):
+            shutil.rmtree("/sys/fs/cgroup/" + n, ignore_errors=True)
     if not had_bridge and os.path.exists("/sys/class/net/cni-podman0"):
         subprocess.run(["ip", "link", "del", "cni-podman0"], capture_output=True)
     if not had_cni:
