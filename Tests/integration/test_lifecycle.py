@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from conftest import BERTH, wait_for
+from conftest import BERTH, alive, wait_for
 
 
 def ppid_of(pid):
@@ -294,14 +294,6 @@ def test_joined_user_and_pid_namespaces(env):
     assert lines[6].split() == ["0", "100000", "65536"]
     assert lines[7] != "1"          # pid 1 of that namespace is the first container's init
     assert lines[8] == "1"          # and its sleep is visible
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_delete_force_spares_another_container_in_the_same_cgroup(env):

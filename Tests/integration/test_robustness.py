@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BERTH, CGROUP2, CGROUP_ROOTS, CGROUP_V1, reap_all, wait_for
+from conftest import BERTH, CGROUP2, CGROUP_ROOTS, CGROUP_V1, alive, reap_all, wait_for
 
 
 def sleeper(env, name="c"):
@@ -17,14 +17,6 @@ def sleeper(env, name="c"):
     cid = env.new_id(name)
     env.detach(b, cid)
     return cid, env.state(cid)["pid"]
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 CORRUPTIONS = {
