@@ -105,7 +105,7 @@ public enum Features {
                     ("knownFlags", .array(seccompFlags.keys.sorted().map(s))),
                     ("supportedFlags", .array(seccompFlags.keys.sorted().map(s))),
                 ])),
-                ("apparmor", .object([("enabled", .bool(false))])),
+                ("apparmor", .object([("enabled", .bool(true))])),
                 ("selinux", .object([("enabled", .bool(false))])),
                 ("intelRdt", .object([("enabled", .bool(false))])),
                 ("mountExtensions", .object([("idmap", .object([("enabled", .bool(false))]))])),

@@ -75,7 +75,6 @@ extension Runtime {
         if !o.tty && o.consoleSocket != nil && o.processFile == nil {
             throw BerthError("cannot use console socket if runc will not detach or allocate tty")
         }
-        if let a = o.apparmor, !a.isEmpty { throw BerthError("--apparmor: AppArmor is not supported by berth") }
         if let l = o.processLabel, !l.isEmpty { throw BerthError("--process-label: SELinux is not supported by berth") }
         try Runtime.checkPreserveFds(o.preserveFds)
         let cwdNow = FS.currentDirectory()
@@ -150,7 +149,16 @@ extension Runtime {
         plan.setupRootfs = false
         plan.newKeyring = false
         plan.preserveFds = o.preserveFds
-        do { try plan.setProcess(process, linux: spec.linux ?? Linux()) } catch { throw BerthError(error.description) }
+        do {
+            try plan.setProcess(process, linux: spec.linux ?? Linux())
+            // As runc: the container's profile unless this process names one, and
+            // --apparmor over both.
+            if let a = o.apparmor, !a.isEmpty {
+                plan.attrWrites = try SecurityModules.writes(apparmor: a, file: "--apparmor", field: "")
+            } else if (process.apparmorProfile ?? "").isEmpty {
+                plan.attrWrites = try SecurityModules.writes(apparmor: spec.process?.apparmorProfile)
+            }
+        } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }
         plan.addSocketActivation()
         // init's namespaces that are not ours, by path; the user namespace is joined first.

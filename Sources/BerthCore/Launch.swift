@@ -33,6 +33,17 @@ struct Launcher {
         var master: Int32?    // with relayTerminal: the pty master
     }
 
+    /// CHILD_MAX_CGROUP_TASKS in shim.c.
+    static let maxSelfJoined = 32
+
+    /// runc's words for a process that cannot join a cgroup (callers and runc's tests
+    /// match "adding pid ... cgroup.procs: no such file"), naming the file the kernel
+    /// refused: cgroup.procs where the directory is missing, else `tasks`.
+    static func joinError(_ dir: String, _ err: Int32) -> BerthError {
+        let file = err == ENOENT && !FS.isDirectory(dir) ? "cgroup.procs" : "tasks"
+        return BerthError("error adding pid of the new process to cgroups: \(dir)/\(file): \(errnoWords(err))")
+    }
+
     /// Moves fd above the range the container receives, close-on-exec.
     private func lift(_ fd: Int32) throws(BerthError) -> Int32 {
         let floor = Int32(3 + plan.preserveFds)
@@ -87,6 +98,21 @@ struct Launcher {
             joinFds.append(l)
         }
 
+        // cgroup v1: the child joins each hierarchy itself through these (see
+        // join_cgroups_v1 in shim.c); hierarchies past the shim's limit are placed below.
+        var tasksFds: [Int32] = []
+        for d in v1Dirs.prefix(Launcher.maxSelfJoined) {
+            fd = open(d + "/tasks", O_WRONLY | O_CLOEXEC)
+            if fd < 0 {
+                let e = errno
+                close(parentEnd)
+                throw Launcher.joinError(d, e)
+            }
+            let l = try lift(fd)
+            owned.append(l)
+            tasksFds.append(l)
+        }
+
         // The seccomp agent's socket is connected now, while its host path is reachable;
         // init sends the listener fd through it when the filter is loaded.
         var listenerFd: Int32 = -1
@@ -119,7 +145,8 @@ struct Launcher {
         }
 
         let cplan = CPlan(plan, syncFd: childEnd, parentSyncFd: parentEnd, fifoFd: fifoFd,
-                          cgroupFd: cgroupFd, joinFds: joinFds, listenerFd: listenerFd, consoleFd: consoleFd)
+                          cgroupFd: cgroupFd, joinFds: joinFds, tasksFds: tasksFds,
+                          listenerFd: listenerFd, consoleFd: consoleFd)
         cplan.raw.cgroup_optional = cgroupOptional ? 1 : 0
         var inCgroup: Int32 = 0
         // The --debug step names are runc's ("nsexec container setup", "child process in
@@ -156,8 +183,18 @@ struct Launcher {
                 }
             }
             // The child waits for the parent's go: it runs no code of the container before
-            // it sits in every hierarchy.
-            for d in v1Dirs { try Cgroup.place(pid: child, in: d) }
+            // it sits in every hierarchy. It joins the v1 ones itself, before anything
+            // else (and before a systemd unit may move it: the unit's placement wins).
+            if !tasksFds.isEmpty {
+                guard let rep = readReport(parentEnd) else { throw Launcher.childDied }
+                if rep.stage != BERTH_MSG_CGROUPS_JOINED.rawValue {
+                    if rep.stage == BERTH_STAGE_CGROUP_JOIN.rawValue, v1Dirs.indices.contains(Int(rep.index)) {
+                        throw Launcher.joinError(v1Dirs[Int(rep.index)], rep.err)
+                    }
+                    throw BerthError("unable to start container process: " + describe(rep))
+                }
+            }
+            for d in v1Dirs.dropFirst(Launcher.maxSelfJoined) { try Cgroup.place(pid: child, in: d) }
             try beforeGo?(child)
             if !plan.stageMode && plan.newNamespaces.contains(.user) { try writeMaps(child) }
             // Inherited by init when it is forked from the first child.
@@ -366,6 +403,14 @@ struct Launcher {
         case BERTH_STAGE_HOSTNAME: return "set hostname \"\(plan.hostname ?? "")\": \(why)"
         case BERTH_STAGE_DOMAINNAME: return "set domainname \"\(plan.domainname ?? "")\": \(why)"
         case BERTH_STAGE_LOOPBACK: return "bring up lo in the new network namespace: \(why)"
+        case BERTH_STAGE_CGROUP_JOIN: return "join cgroup hierarchy \(i + 1): \(why)"
+        case BERTH_STAGE_PRIVATE_PROC: return "open a procfs the container cannot cover, for its security attributes: \(why)"
+        case BERTH_STAGE_PROC_ATTR:
+            guard plan.attrWrites.indices.contains(i / 2) else { return "write /proc/self/attr: \(why)" }
+            let w = plan.attrWrites[i / 2]
+            let file = i % 2 == 1 ? (w.fallback ?? w.file) : w.file
+            let hint = r.err == ENOENT && i % 2 == 0 ? w.hint.map { " (\($0))" } ?? "" : ""
+            return "\(w.what): write /proc/self/attr/\(file): \(why)\(hint)"
         case BERTH_STAGE_ROOT_PROPAGATION: return "make / slave in the container's mount namespace: \(why)"
         case BERTH_STAGE_ROOTFS_BIND: return "bind rootfs \(plan.rootfs) onto itself: \(why)"
         case BERTH_STAGE_ROOTFS_OPEN: return "open rootfs \(plan.rootfs): \(why)"

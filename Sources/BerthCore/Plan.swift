@@ -63,6 +63,7 @@ struct ContainerPlan {
     /// hooks.startContainer: init runs them after `start`, before execve.
     var startHooks: [Hook] = []
     var noNewPrivileges = false
+    var attrWrites: [ProcAttrWrite] = []
     var rlimits: [(resource: Int32, soft: UInt64, hard: UInt64, index: Int)] = []
     var oomScoreAdj: Int?
     var personality: UInt?
@@ -244,6 +245,7 @@ struct ContainerPlan {
         caps = CapabilitySets()
         if let c = process.capabilities { caps = CapabilitySets(c, warnings: &warnings) }
         noNewPrivileges = process.noNewPrivileges ?? false
+        attrWrites = try SecurityModules.writes(apparmor: process.apparmorProfile)
         rlimits = (process.rlimits ?? []).enumerated().map { i, l in (rlimitNumbers[l.type]!, l.soft, l.hard, i) }
         oomScoreAdj = process.oomScoreAdj
         if let pers = linux.personality { personality = pers.domain == "LINUX32" ? 0x0008 : 0 }
@@ -366,7 +368,7 @@ final class CPlan {
     }
 
     init(_ p: ContainerPlan, syncFd: Int32, parentSyncFd: Int32, fifoFd: Int32, cgroupFd: Int32,
-         joinFds: [Int32], listenerFd: Int32, consoleFd: Int32) {
+         joinFds: [Int32], tasksFds: [Int32] = [], listenerFd: Int32, consoleFd: Int32) {
         var fast: Int32 = 0
         var unshareFlags: Int32 = 0
         for k in p.newNamespaces {
@@ -387,6 +389,8 @@ final class CPlan {
         raw.njoins = Int32(joins.count)
         raw.timens_offsets = str(p.timeOffsets)
         raw.cgroup_fd = cgroupFd
+        raw.cgroup_tasks_fds = array(tasksFds)
+        raw.ncgroup_tasks = Int32(tasksFds.count)
         raw.sync_fd = syncFd
         raw.parent_sync_fd = parentSyncFd
         raw.fifo_fd = fifoFd
@@ -468,6 +472,9 @@ final class CPlan {
         raw.maps_by_owner = Rootless.euid && p.newNamespaces.contains(.user) ? 1 : 0
         raw.umask = p.umask
         raw.new_keyring = p.newKeyring ? 1 : 0
+        let attrs = p.attrWrites.map { w in berth_attr_write(file: str(w.file), fallback: str(w.fallback), value: str(w.value)) }
+        raw.attr_writes = array(attrs)
+        raw.nattr_writes = Int32(attrs.count)
         raw.arg0 = str(p.args[0])
         raw.path_env = str(p.pathEnv)
         raw.argv = argv(p.args)

@@ -83,7 +83,6 @@ extension Spec {
             if let i = a.initial, parseCPUList(i) == nil { throw bad("process.execCPUAffinity.initial", "invalid CPU list \"\(i)\"") }
             if let f = a.final, parseCPUList(f) == nil { throw bad("process.execCPUAffinity.final", "invalid CPU list \"\(f)\"") }
         }
-        if let a = process.apparmorProfile, !a.isEmpty { throw bad("process.apparmorProfile", "AppArmor is not supported by berth") }
         if let s = process.selinuxLabel, !s.isEmpty { throw bad("process.selinuxLabel", "SELinux is not supported by berth") }
         for k in HookKind.allCases {
             for (i, h) in (hooks?[k] ?? []).enumerated() {

@@ -1067,6 +1067,72 @@ static void set_home(const berth_plan *p) {
     ((char **)p->envp)[p->nenv] = home_env;
 }
 
+// CVE-2019-16884 and CVE-2025-52881: a security module's profile or label is put in
+// force by writing this process's own /proc/self/attr files. Written through the
+// container's /proc, the write could land on something else (an image's volume over
+// /proc, a bind inside it, or a mount the container made over its /proc before an `exec`),
+// and the program would run unconfined while Berth reported success. So the files are
+// opened in a new procfs instance attached nowhere (nothing can be mounted over it) or,
+// where a new instance is refused, in a clone of /proc that must be procfs's own root;
+// and beneath it without crossing a mount or following a magic link.
+static int private_procfs(void) {
+    int fs = (int)syscall(CB_SYS_fsopen, "proc", CB_FSOPEN_CLOEXEC);
+    if (fs >= 0) {
+        int m = -1;
+        if (syscall(CB_SYS_fsconfig, fs, CB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+            m = (int)syscall(CB_SYS_fsmount, fs, CB_FSMOUNT_CLOEXEC, 0x2 | 0x4 | 0x8 /* nosuid,nodev,noexec */);
+        close(fs);
+        if (m >= 0) return m;
+    }
+    int t = (int)syscall(CB_SYS_open_tree, AT_FDCWD, "/proc", CB_OPEN_TREE_CLONE | O_CLOEXEC);
+    if (t < 0) t = open("/proc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (t < 0) return -1;
+    struct statfs sfs;
+    struct stat st;
+    if (fstatfs(t, &sfs) != 0 || sfs.f_type != PROC_SUPER_MAGIC || fstat(t, &st) != 0 || st.st_ino != 1 /* PROC_ROOT_INO */) {
+        close(t);
+        errno = EXDEV;
+        return -1;
+    }
+    return t;
+}
+
+static int open_own_attr(int proc, const char *file) {
+    char path[96] = "self/attr/";
+    size_t n = c_strlen(path), l = c_strlen(file);
+    if (n + l >= sizeof path) { errno = ENAMETOOLONG; return -1; }
+    memcpy(path + n, file, l + 1);
+    struct cb_open_how how = {O_WRONLY | O_CLOEXEC, 0,
+                              CB_RESOLVE_BENEATH | CB_RESOLVE_NO_MAGICLINKS | CB_RESOLVE_NO_XDEV};
+    long r;
+    do { r = syscall(SYS_openat2, proc, path, &how, sizeof how); } while (r < 0 && errno == EINTR);
+    return (int)r;
+}
+
+// The plan's attribute writes, in order. A failure's index is 2*entry, +1 when the
+// older shared file was the one written (the error then names it).
+static void write_proc_attrs(const berth_plan *p) {
+    if (p->nattr_writes == 0) return;
+    int proc = private_procfs();
+    if (proc < 0) fail(BERTH_STAGE_PRIVATE_PROC, errno, -1);
+    for (int i = 0; i < p->nattr_writes; i++) {
+        const berth_attr_write *w = &p->attr_writes[i];
+        int fallback = 0;
+        int fd = open_own_attr(proc, w->file);
+        if (fd < 0 && errno == ENOENT && w->fallback) {
+            fallback = 1;
+            fd = open_own_attr(proc, w->fallback);
+        }
+        if (fd < 0) fail(BERTH_STAGE_PROC_ATTR, errno, 2 * i + fallback);
+        size_t len = c_strlen(w->value);
+        ssize_t n;
+        do { n = write(fd, w->value, len); } while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)len) fail(BERTH_STAGE_PROC_ATTR, n < 0 ? errno : EIO, 2 * i + fallback);
+        close(fd);
+    }
+    close(proc);
+}
+
 // The part of the process profile that is applied while still root: resource limits,
 // personality, I/O priority, scheduling, initial CPU affinity, and the bounding set
 // (dropping from it needs CAP_SETPCAP, which the user switch may take away).
@@ -1381,6 +1447,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     if (p->umask >= 0) umask((mode_t)p->umask);
     set_home(p);
 
+    write_proc_attrs(p);
     apply_profile_as_root(p);
     if (p->set_groups && !setgroups_denied(p) && setgroups((size_t)p->ngroups, (const gid_t *)p->groups) != 0)
         fail(BERTH_STAGE_SETGROUPS, errno, -1);
@@ -1514,6 +1581,7 @@ __attribute__((noreturn)) static void stage1_main(const berth_plan *p) {
 }
 
 #define CHILD_MAX_JOINS 16  // one per namespace type is all a valid config can ask
+#define CHILD_MAX_CGROUP_TASKS 32  // more than the kernel has controllers; the parent places the rest
 
 // Closes every fd from `from` up except those in keep[] (any order; -1 ignored).
 static void close_fds_except(int from, int *keep, int nkeep) {
@@ -1531,6 +1599,24 @@ static void close_fds_except(int from, int *keep, int nkeep) {
     }
 }
 
+// cgroup v1: the child moves itself into each hierarchy, first thing, so nothing of the
+// container runs outside them. Moving one's own single thread ("0" into `tasks`) needs
+// only cgroup_mutex; the parent writing our pid into cgroup.procs would take the global
+// threadgroup lock, whose first writer waits for an RCU grace period (several ms per
+// container start). The files were opened by the parent (the kernel checks the opener's
+// credentials, so this works from a new user namespace too); each fd is closed as soon as
+// it is written, long before anything of a container can reach this process.
+static void join_cgroups_v1(const berth_plan *p) {
+    if (p->ncgroup_tasks == 0) return;
+    for (int i = 0; i < p->ncgroup_tasks; i++) {
+        ssize_t n;
+        do { n = write(p->cgroup_tasks_fds[i], "0", 1); } while (n < 0 && errno == EINTR);
+        if (n != 1) fail(BERTH_STAGE_CGROUP_JOIN, n < 0 ? errno : EIO, i);
+        close(p->cgroup_tasks_fds[i]);
+    }
+    send_record(BERTH_MSG_CGROUPS_JOINED, 0, -1, 0);
+}
+
 __attribute__((noreturn)) static void child_main(const berth_plan *p) {
     child_sync = p->sync_fd;
     // Holding the parent's end would hide the parent's death from wait_go().
@@ -1539,15 +1625,17 @@ __attribute__((noreturn)) static void child_main(const berth_plan *p) {
     // waiting init's pid namespace can be joined; exec runs in a live one), and with
     // CAP_SYS_PTRACE (and DAC override) /proc/PID/fd/N reopens what it holds. So it holds
     // nothing of the host's but what the config asks for: stdio, the preserved fds, the
-    // exec fifo, the console and seccomp agent sockets, the namespaces to join (closed
-    // once joined). The cgroup directory (used by clone3 only), the log file, the
+    // exec fifo, the console and seccomp agent sockets, the namespaces to join and the
+    // cgroup v1 `tasks` files (each closed once used). The cgroup directory (used by clone3 only), the log file, the
     // terminal relay's other end and whatever our caller left open are closed here, first.
-    int keep[4 + CHILD_MAX_JOINS];
+    int keep[4 + CHILD_MAX_JOINS + CHILD_MAX_CGROUP_TASKS];
     int nkeep = 0;
     int mine[] = {p->sync_fd, p->fifo_fd, p->console_sock, p->seccomp_listener_sock};
     for (int i = 0; i < 4; i++) if (mine[i] >= 0) keep[nkeep++] = mine[i];
     for (int i = 0; i < p->njoins && i < CHILD_MAX_JOINS; i++) keep[nkeep++] = p->joins[i].fd;
+    for (int i = 0; i < p->ncgroup_tasks && i < CHILD_MAX_CGROUP_TASKS; i++) keep[nkeep++] = p->cgroup_tasks_fds[i];
     close_fds_except(3 + p->preserve_fds, keep, nkeep);
+    join_cgroups_v1(p);
     // If Berth dies before the container is recorded, this process must not survive it.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(BERTH_STAGE_SYNC, errno, -1);
     // CVE-2019-5736: until execve this process *is* the berth binary. Non-dumpable, its

@@ -76,6 +76,18 @@ def host_cgroup(pid, subsystem):
             return CGROUP2 + path
     raise AssertionError(f"process {pid} has no {subsystem} cgroup")
 
+def apparmor_on():
+    """AppArmor enabled in the kernel, securityfs mounted and apparmor_parser installed:
+    the VM (Debian's kernel). Docker and Podman then put their profiles in every config."""
+    try:
+        enabled = open("/sys/module/apparmor/parameters/enabled").read().startswith("Y")
+    except OSError:
+        return False
+    return enabled and os.path.isdir("/sys/kernel/security/apparmor") and bool(shutil.which("apparmor_parser"))
+
+
+APPARMOR = apparmor_on()
+
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_CHILD_SUBREAPER = 36
 libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

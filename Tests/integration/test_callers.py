@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD_PID1, host_cgroup, limit_file, wait_for
+from conftest import APPARMOR, BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD_PID1, host_cgroup, limit_file, wait_for
 
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
 IN_VM = {"memory", "pids", "cpu"} <= CONTROLLERS and CGROUP2 == "/sys/fs/cgroup"
@@ -98,6 +98,23 @@ def test_podman_run_limits_and_exit_codes(podman, caller_rootfs):
     # Podman maps "executable file not found" / "no such file" to 127, "permission denied" to 126.
     assert podman("run", "--rm", "--network", "none", "--rootfs", caller_rootfs, "/nonexistent").returncode == 127
     assert podman("run", "--rm", "--network", "none", "--rootfs", caller_rootfs, "/etc/passwd").returncode == 126
+
+
+@needs_podman
+@pytest.mark.skipif(not APPARMOR, reason="needs AppArmor (the VM)")
+def test_podman_apparmor_default_profile(podman, caller_rootfs):
+    # Podman 4.3 loads its containers-default-<version> profile and names it in the config.
+    p = podman("run", "--rm", "--network", "none", "--rootfs", caller_rootfs, "cat", "/proc/self/attr/current")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("containers-default-") and p.stdout.strip().endswith(" (enforce)"), p.stdout
+    p = podman("run", "--rm", "--privileged", "--network", "none", "--rootfs", caller_rootfs,
+               "cat", "/proc/self/attr/current")
+    assert p.returncode == 0 and p.stdout.strip() == "unconfined", (p.stdout, p.stderr)
+    p = podman("run", "-d", "--name", "aa", "--network", "none", "--rootfs", caller_rootfs, "sleep", "300")
+    assert p.returncode == 0, p.stderr
+    p = podman("exec", "aa", "cat", "/proc/self/attr/current")
+    assert p.returncode == 0 and p.stdout.startswith("containers-default-"), (p.stdout, p.stderr)
+    podman("rm", "-f", "-t", "0", "aa")
 
 
 @needs_podman

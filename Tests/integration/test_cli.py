@@ -121,6 +121,12 @@ def test_bad_configs_name_the_field(env):
     else:
         assert bad_config(env, network) == "config.json: linux.resources.network: only exists on cgroup v1; berth manages cgroup v2"
 
+    # runc refuses a number among the arguments too ("cannot unmarshal number ... of type
+    # string"), and so does crun 1.8; nothing is converted.
+    def argnum(c):
+        c["process"]["args"] = ["/bin/echo", 1]
+    assert bad_config(env, argnum) == "config.json: process.args[1]: expected a string, found a number"
+
     def dup(c):
         c["linux"]["namespaces"].append({"type": "pid"})
     assert "appears twice" in bad_config(env, dup)

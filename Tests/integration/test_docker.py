@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD, limit_file, wait_for
+from conftest import APPARMOR, BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD, limit_file, wait_for
 
 DOCKER = "/usr/bin/docker"  # Debian's client, whatever else is on PATH
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
@@ -273,6 +273,22 @@ def test_docker_detached_lifecycle(docker, tmp_path):
         assert docker("wait", "waited").stdout.strip() == "7"
     finally:
         docker("rm", "-f", "waited")
+
+
+@needs_docker
+@pytest.mark.skipif(not APPARMOR, reason="needs AppArmor (the VM)")
+def test_docker_apparmor_profiles(docker):
+    # Docker 20.10 loads docker-default itself and names it in every config; --privileged
+    # and apparmor=unconfined name "unconfined".
+    p = run_cmd(docker, "berth-test", "cat", "/proc/self/attr/current", check=True)
+    assert p.stdout.strip() == "docker-default (enforce)", p.stdout
+    for opts in (["--privileged"], ["--security-opt", "apparmor=unconfined"]):
+        p = run_cmd(docker, *opts, "berth-test", "cat", "/proc/self/attr/current", check=True)
+        assert p.stdout.strip() == "unconfined", (opts, p.stdout)
+    cid = docker("run", "-d", "berth-test", "sleep", "300", check=True).stdout.strip()
+    p = docker("exec", cid, "cat", "/proc/self/attr/current", check=True)
+    assert p.stdout.strip() == "docker-default (enforce)", p.stdout
+    docker("rm", "-f", cid, check=True)
 
 
 @needs_docker

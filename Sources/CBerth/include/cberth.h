@@ -22,6 +22,7 @@ enum berth_msg {
     BERTH_MSG_ACK = -3,       // init will survive its parent from now on
     BERTH_MSG_HOOKS = -4,     // mounts are done, root not yet switched: run the create hooks
     BERTH_MSG_MOUNT_FDS = -5, // send one message per bind mount: its source, opened in our mount namespace
+    BERTH_MSG_CGROUPS_JOINED = -6, // the child sits in every cgroup v1 hierarchy it was given
 };
 
 // Steps the child reports a failure at (stage > 0). Swift turns them into sentences.
@@ -78,6 +79,9 @@ enum berth_stage {
     BERTH_STAGE_MOUNT_COPYUP,    // index = mount: tmpcopyup copy of the covered directory
     BERTH_STAGE_MOUNT_READONLY,  // index = mount: the late read-only remount of a tmpfs or /dev
     BERTH_STAGE_LOOPBACK,        // bringing up lo in a new network namespace
+    BERTH_STAGE_CGROUP_JOIN,     // index = cgroup_tasks_fds entry
+    BERTH_STAGE_PROC_ATTR,       // index = attr_writes entry
+    BERTH_STAGE_PRIVATE_PROC,    // no procfs could be opened that the container cannot cover
 };
 
 typedef struct {
@@ -91,6 +95,14 @@ typedef struct {
 #define BERTH_INIT_COMM "berth/init"
 
 // ---- the plan ----------------------------------------------------------------------
+// One write to this process's own /proc/self/attr/<file> (a security module's profile or
+// label), made through a procfs the container cannot have covered.
+typedef struct {
+    const char *file;       // below attr/: "apparmor/exec"
+    const char *fallback;   // the older shared file ("exec") where `file` is missing, or NULL
+    const char *value;
+} berth_attr_write;
+
 struct berth_hook {
     const char *path;
     char *const *argv;      // NULL-terminated
@@ -168,6 +180,7 @@ typedef struct {
     const berth_join *joins; int njoins;
     const char *timens_offsets; // written to /proc/self/timens_offsets in stage mode
     int cgroup_fd;          // O_PATH of the container cgroup, or -1
+    const int *cgroup_tasks_fds; int ncgroup_tasks; // cgroup v1: each hierarchy's `tasks`, opened for writing
     int sync_fd;            // child's end of the socketpair
     int parent_sync_fd;     // parent's end, closed in the child
     int fifo_fd;            // exec fifo, opened O_RDWR by the parent
@@ -201,6 +214,7 @@ typedef struct {
     int maps_by_owner;      // an unprivileged parent writes the id maps (needs us dumpable then)
     int umask;              // -1 = leave
     int new_keyring;        // join a fresh session keyring
+    const berth_attr_write *attr_writes; int nattr_writes; // LSM profile/labels, just before the id switch
     const char *arg0;       // as given in process.args[0]
     const char *path_env;   // value of PATH in process.env, or NULL
     char *const *argv;

@@ -1,0 +1,137 @@
+"""Linux security modules: process.apparmorProfile and exec --apparmor, seen from inside
+real containers.
+
+AppArmor runs where the kernel has it enabled and apparmor_parser can load a profile: the
+VM (Debian's kernel enables it; Scripts/vm-guest mounts securityfs). This host's kernel
+runs no security module, and there a profile fails as runc's fails (before anything of
+the container is made).
+"""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import APPARMOR, BERTH
+
+SECRET = "/berth-apparmor-secret"
+
+
+needs_apparmor = pytest.mark.skipif(not APPARMOR, reason="needs AppArmor enabled, securityfs and apparmor_parser (the VM)")
+no_apparmor = pytest.mark.skipif(os.path.exists("/sys/module/apparmor/parameters/enabled"),
+                                 reason="a host whose kernel has no AppArmor")
+
+
+@pytest.fixture
+def profile(tmp_path):
+    """A profile that allows everything but reading SECRET, loaded for the test only."""
+    name = "berth-test-" + tmp_path.name[-12:].replace("_", "-")
+    src = tmp_path / "profile"
+    src.write_text(
+        "profile %s flags=(attach_disconnected,mediate_deleted) {\n"
+        "  file,\n  capability,\n  network,\n  signal,\n  ptrace,\n  unix,\n  mount,\n  umount,\n"
+        "  pivot_root,\n  deny %s r,\n}\n" % (name, SECRET))
+    subprocess.run(["apparmor_parser", "-r", "-W", str(src)], check=True, capture_output=True)
+    yield name
+    subprocess.run(["apparmor_parser", "-R", str(src)], capture_output=True)
+
+
+@pytest.fixture
+def secret_rootfs(env, tmp_path):
+    """The suite's rootfs with one more file, readable by anyone unless a profile denies it."""
+    root = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", env.rootfs, str(root)], check=True)
+    (root / SECRET.lstrip("/")).write_text("secret\n")
+    os.chmod(root / SECRET.lstrip("/"), 0o644)
+    return str(root)
+
+
+def with_profile(name, rootfs, caps=()):
+    def mutate(c):
+        c["root"]["path"] = rootfs
+        if name is not None:
+            c["process"]["apparmorProfile"] = name
+        if caps:
+            c["process"]["capabilities"] = {k: list(caps) for k in ("bounding", "effective", "permitted")}
+    return mutate
+
+
+@needs_apparmor
+def test_the_profile_is_in_force_from_the_first_instruction(env, profile, secret_rootfs):
+    p = env.run(["sh", "-c", f"cat /proc/self/attr/current; cat {SECRET}; echo rc=$?"],
+                mutate=with_profile(profile, secret_rootfs))
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == f"{profile} (enforce)", p.stdout
+    assert "secret" not in p.stdout and "rc=1" in p.stdout, p.stdout
+    assert "Permission denied" in p.stderr
+    # unconfined, as Docker writes for --privileged
+    p = env.run(["cat", "/proc/self/attr/current", SECRET], mutate=with_profile("unconfined", secret_rootfs))
+    assert p.returncode == 0 and p.stdout.splitlines() == ["unconfined", "secret"], (p.stdout, p.stderr)
+
+
+@needs_apparmor
+def test_exec_takes_the_containers_profile_or_its_own(env, profile, secret_rootfs):
+    b = env.bundle(["sleep", "300"], mutate=with_profile(profile, secret_rootfs))
+    cid = env.new_id()
+    env.detach(b, cid)
+    p = env.berth("exec", cid, "cat", "/proc/self/attr/current")
+    assert p.stdout.strip() == f"{profile} (enforce)"
+    p = env.berth("exec", cid, "cat", SECRET, check=False)
+    assert p.returncode != 0 and "secret" not in p.stdout
+    p = env.berth("exec", "--apparmor", "unconfined", cid, "cat", "/proc/self/attr/current", SECRET)
+    assert p.stdout.splitlines() == ["unconfined", "secret"]
+
+
+@needs_apparmor
+def test_exec_into_a_container_that_covered_its_proc_stays_confined(env, profile, secret_rootfs):
+    """CVE-2019-16884 class: the container (CAP_SYS_ADMIN, unconfined) mounts a tmpfs over
+    its /proc holding plain files where the attr files were. Writing the exec's profile
+    through the container's /proc would land in that tmpfs and leave the exec'd program
+    unconfined. It must read the secret neither way: confined, or not run at all."""
+    fake = ("mount -t tmpfs none /proc && mkdir -p /proc/self/attr/apparmor && "
+            ": > /proc/self/attr/apparmor/exec && : > /proc/self/attr/exec && echo ready && sleep 300")
+    b = env.bundle(["sh", "-c", fake], mutate=with_profile(None, secret_rootfs, caps=("CAP_SYS_ADMIN",)))
+    cid = env.new_id()
+    env.detach(b, cid)
+    for _ in range(100):
+        if "ready" in env.output(cid):
+            break
+        time.sleep(0.1)
+    assert "ready" in env.output(cid), open(os.path.join(env.tmp, cid + ".err")).read()
+    p = env.berth("exec", "--apparmor", profile, cid, "cat", SECRET, check=False)
+    assert "secret" not in p.stdout, "the exec'd program ran unconfined"
+    assert p.returncode != 0
+
+
+@needs_apparmor
+def test_a_profile_that_is_not_loaded_fails_and_leaves_nothing(env, secret_rootfs):
+    p = env.run(["true"], mutate=with_profile("berth-no-such-profile", secret_rootfs))
+    assert p.returncode == 1
+    assert 'unable to apply apparmor profile "berth-no-such-profile" (process.apparmorProfile)' in p.stderr, p.stderr
+    assert "no such file or directory" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+@no_apparmor
+def test_a_profile_on_a_host_without_apparmor_is_refused_by_name(env):
+    def mutate(c):
+        c["process"]["apparmorProfile"] = "unconfined"
+    b = env.bundle(["true"], mutate=mutate)
+    cid = env.new_id()
+    p = env.berth("run", "--bundle", b, cid, check=False)
+    assert p.returncode == 1
+    assert p.stderr.startswith("config.json: process.apparmorProfile: AppArmor is not enabled on this host"), p.stderr
+    assert not os.path.exists(os.path.join(env.root, cid))
+    # exec --apparmor likewise, naming the flag
+    b = env.bundle(["sleep", "300"], name="sleeper")
+    cid = env.new_id()
+    env.detach(b, cid)
+    p = env.berth("exec", "--apparmor", "unconfined", cid, "true", check=False)
+    assert p.returncode != 0 and p.stderr.startswith("--apparmor: AppArmor is not enabled on this host"), p.stderr
+
+
+def test_features_report_apparmor_as_runc_does():
+    out = subprocess.run([BERTH, "features"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["linux"]["apparmor"] == {"enabled": True}
