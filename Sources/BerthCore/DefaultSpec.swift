@@ -106,7 +106,7 @@ public enum Features {
                     ("supportedFlags", .array(seccompFlags.keys.sorted().map(s))),
                 ])),
                 ("apparmor", .object([("enabled", .bool(true))])),
-                ("selinux", .object([("enabled", .bool(false))])),
+                ("selinux", .object([("enabled", .bool(true))])),
                 ("intelRdt", .object([("enabled", .bool(false))])),
                 ("mountExtensions", .object([("idmap", .object([("enabled", .bool(false))]))])),
             ])),

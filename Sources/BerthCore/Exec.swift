@@ -75,7 +75,6 @@ extension Runtime {
         if !o.tty && o.consoleSocket != nil && o.processFile == nil {
             throw BerthError("cannot use console socket if runc will not detach or allocate tty")
         }
-        if let l = o.processLabel, !l.isEmpty { throw BerthError("--process-label: SELinux is not supported by berth") }
         try Runtime.checkPreserveFds(o.preserveFds)
         let cwdNow = FS.currentDirectory()
         let pidFile = o.pidFile.map { Paths.absolute($0, base: cwdNow) }
@@ -151,12 +150,19 @@ extension Runtime {
         plan.preserveFds = o.preserveFds
         do {
             try plan.setProcess(process, linux: spec.linux ?? Linux())
-            // As runc: the container's profile unless this process names one, and
-            // --apparmor over both.
-            if let a = o.apparmor, !a.isEmpty {
-                plan.attrWrites = try SecurityModules.writes(apparmor: a, file: "--apparmor", field: "")
-            } else if (process.apparmorProfile ?? "").isEmpty {
-                plan.attrWrites = try SecurityModules.writes(apparmor: spec.process?.apparmorProfile)
+            // As runc: the container's AppArmor profile and SELinux label unless this
+            // process names its own, and --apparmor / --process-label over both.
+            func given(_ s: String?) -> String? { s.flatMap { $0.isEmpty ? nil : $0 } }
+            if let a = given(o.apparmor) {
+                plan.attrWrites = try SecurityModules.apparmor(a, file: "--apparmor", field: "")
+            } else {
+                plan.attrWrites = try SecurityModules.apparmor(given(process.apparmorProfile) ?? spec.process?.apparmorProfile)
+            }
+            if let l = given(o.processLabel) {
+                plan.attrWrites += try SecurityModules.selinux(l, newKeyring: false, file: "--process-label", field: "")
+            } else {
+                plan.attrWrites += try SecurityModules.selinux(given(process.selinuxLabel) ?? spec.process?.selinuxLabel,
+                                                               newKeyring: false)
             }
         } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }

@@ -404,6 +404,7 @@ struct Launcher {
         case BERTH_STAGE_DOMAINNAME: return "set domainname \"\(plan.domainname ?? "")\": \(why)"
         case BERTH_STAGE_LOOPBACK: return "bring up lo in the new network namespace: \(why)"
         case BERTH_STAGE_CGROUP_JOIN: return "join cgroup hierarchy \(i + 1): \(why)"
+        case BERTH_STAGE_MOUNT_LABEL: return "set the SELinux label of \(mount(i)) (linux.mountLabel): \(why)"
         case BERTH_STAGE_PRIVATE_PROC: return "open a procfs the container cannot cover, for its security attributes: \(why)"
         case BERTH_STAGE_PROC_ATTR:
             guard plan.attrWrites.indices.contains(i / 2) else { return "write /proc/self/attr: \(why)" }

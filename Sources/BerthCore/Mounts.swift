@@ -29,6 +29,8 @@ struct PlannedMount: Equatable {
     /// tmpfs or /dev with "ro": mounted read-write and remounted read-only once devices,
     /// the console and mounts below are in place (runc's order).
     var readonlyLate = false
+    /// mqueue with linux.mountLabel: the label set on its root after mounting (SELinux).
+    var fileLabel: String?
     var index = 0
 }
 

@@ -64,6 +64,8 @@ struct ContainerPlan {
     var startHooks: [Hook] = []
     var noNewPrivileges = false
     var attrWrites: [ProcAttrWrite] = []
+    /// linux.mountLabel for the tmpfs over masked directories (SELinux), nil for none.
+    var maskLabel: String?
     var rlimits: [(resource: Int32, soft: UInt64, hard: UInt64, index: Int)] = []
     var oomScoreAdj: Int?
     var personality: UInt?
@@ -207,6 +209,7 @@ struct ContainerPlan {
         p.sysctls = (linux.sysctl ?? [:]).sorted { $0.key < $1.key }.map { (sysctlPath($0.key)!, $0.value, $0.key) }
         p.readonlyPaths = (linux.readonlyPaths ?? []).map { String(Paths.clean($0).dropFirst()) }
         p.maskedPaths = (linux.maskedPaths ?? []).map { String(Paths.clean($0).dropFirst()) }
+        p.maskLabel = try SecurityModules.labelMounts(&p.mounts, maskedPaths: p.maskedPaths, mountLabel: linux.mountLabel)
 
         if let h = spec.hostname, !h.isEmpty { p.hostname = h }
         if let d = spec.domainname, !d.isEmpty { p.domainname = d }
@@ -245,7 +248,7 @@ struct ContainerPlan {
         caps = CapabilitySets()
         if let c = process.capabilities { caps = CapabilitySets(c, warnings: &warnings) }
         noNewPrivileges = process.noNewPrivileges ?? false
-        attrWrites = try SecurityModules.writes(apparmor: process.apparmorProfile)
+        attrWrites = try SecurityModules.writes(for: process, newKeyring: newKeyring)
         rlimits = (process.rlimits ?? []).enumerated().map { i, l in (rlimitNumbers[l.type]!, l.soft, l.hard, i) }
         oomScoreAdj = process.oomScoreAdj
         if let pers = linux.personality { personality = pers.domain == "LINUX32" ? 0x0008 : 0 }
@@ -424,6 +427,7 @@ final class CPlan {
             c.cgroup2_fallback = str(m.cgroupFallback)
             c.copyup = m.copyUp ? 1 : 0
             c.readonly_late = m.readonlyLate ? 1 : 0
+            c.file_label = str(m.fileLabel)
             c.index = Int32(m.index)
             return c
         }
@@ -472,7 +476,11 @@ final class CPlan {
         raw.maps_by_owner = Rootless.euid && p.newNamespaces.contains(.user) ? 1 : 0
         raw.umask = p.umask
         raw.new_keyring = p.newKeyring ? 1 : 0
-        let attrs = p.attrWrites.map { w in berth_attr_write(file: str(w.file), fallback: str(w.fallback), value: str(w.value)) }
+        let attrs = p.attrWrites.map { w in
+            berth_attr_write(file: str(w.file), fallback: str(w.fallback), value: str(w.value),
+                             before_keyring: w.beforeKeyring ? 1 : 0, missing_ok: w.missingOK ? 1 : 0)
+        }
+        raw.mask_label = str(p.maskLabel)
         raw.attr_writes = array(attrs)
         raw.nattr_writes = Int32(attrs.count)
         raw.arg0 = str(p.args[0])

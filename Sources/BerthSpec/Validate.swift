@@ -83,7 +83,6 @@ extension Spec {
             if let i = a.initial, parseCPUList(i) == nil { throw bad("process.execCPUAffinity.initial", "invalid CPU list \"\(i)\"") }
             if let f = a.final, parseCPUList(f) == nil { throw bad("process.execCPUAffinity.final", "invalid CPU list \"\(f)\"") }
         }
-        if let s = process.selinuxLabel, !s.isEmpty { throw bad("process.selinuxLabel", "SELinux is not supported by berth") }
         for k in HookKind.allCases {
             for (i, h) in (hooks?[k] ?? []).enumerated() {
                 if !h.path.hasPrefix("/") { throw bad("hooks.\(k.rawValue)[\(i)].path", "must be an absolute path, got \"\(h.path)\"") }
@@ -191,7 +190,6 @@ extension Spec {
                 throw bad("linux.\(name)", "needs a mount namespace")
             }
         }
-        if let l = linux.mountLabel, !l.isEmpty { throw bad("linux.mountLabel", "SELinux is not supported by berth") }
         if let p = linux.personality {
             guard p.domain == "LINUX" || p.domain == "LINUX32" else {
                 throw bad("linux.personality.domain", "unknown domain \"\(p.domain)\" (LINUX or LINUX32)")

@@ -28,6 +28,7 @@
 #include <sys/types.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -102,6 +103,7 @@ struct cb_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
 #define CB_MOVE_MOUNT_F_EMPTY_PATH 0x04
 #define CB_MOVE_MOUNT_T_EMPTY_PATH 0x40
 #define CB_FSCONFIG_CMD_CREATE 6
+#define CB_FSCONFIG_SET_STRING 1
 #define CB_FSOPEN_CLOEXEC 1
 #define CB_FSMOUNT_CLOEXEC 1
 
@@ -498,6 +500,9 @@ static void do_mount(int rootfd, const berth_mount *m, int source_fd) {
         if (fstatfs(fd, &sfs) != 0) fail(BERTH_STAGE_PROC_CHECK, errno, m->index);
         if (sfs.f_type != PROC_SUPER_MAGIC) fail(BERTH_STAGE_PROC_CHECK, EXDEV, m->index);
     }
+    // SELinux: mqueue takes no context= option; its root is labelled instead, as runc does.
+    if (m->file_label && setxattr(p, "security.selinux", m->file_label, c_strlen(m->file_label) + 1, 0) != 0)
+        fail(BERTH_STAGE_MOUNT_LABEL, errno, m->index);
     unsigned long remount = m->bind ? m->remount_flags
         : bound_instead ? m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
                                       MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME) : 0;
@@ -624,6 +629,8 @@ static void apply_masked_paths(const berth_plan *p, int root) {
         if (S_ISDIR(st.st_mode)) {
             int fs = (int)syscall(CB_SYS_fsopen, "tmpfs", CB_FSOPEN_CLOEXEC);
             if (fs < 0) fail(BERTH_STAGE_MASK, errno, idx);
+            if (p->mask_label && syscall(CB_SYS_fsconfig, fs, CB_FSCONFIG_SET_STRING, "context", p->mask_label, 0) != 0)
+                fail(BERTH_STAGE_MASK, errno, idx);
             if (syscall(CB_SYS_fsconfig, fs, CB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0)
                 fail(BERTH_STAGE_MASK, errno, idx);
             tree = (int)syscall(CB_SYS_fsmount, fs, CB_FSMOUNT_CLOEXEC, 0x1 | 0x2 | 0x4 | 0x8 /* ro,nosuid,nodev,noexec */);
@@ -1109,20 +1116,22 @@ static int open_own_attr(int proc, const char *file) {
     return (int)r;
 }
 
-// The plan's attribute writes, in order. A failure's index is 2*entry, +1 when the
-// older shared file was the one written (the error then names it).
-static void write_proc_attrs(const berth_plan *p) {
-    if (p->nattr_writes == 0) return;
-    int proc = private_procfs();
-    if (proc < 0) fail(BERTH_STAGE_PRIVATE_PROC, errno, -1);
+// The plan's attribute writes of one phase (before the keyring is joined, or before the
+// id switch), in order. A failure's index is 2*entry, +1 when the older shared file was
+// the one written (the error then names it).
+static void write_proc_attrs(const berth_plan *p, int before_keyring) {
+    int proc = -1;
     for (int i = 0; i < p->nattr_writes; i++) {
         const berth_attr_write *w = &p->attr_writes[i];
+        if (w->before_keyring != before_keyring) continue;
+        if (proc < 0 && (proc = private_procfs()) < 0) fail(BERTH_STAGE_PRIVATE_PROC, errno, -1);
         int fallback = 0;
         int fd = open_own_attr(proc, w->file);
         if (fd < 0 && errno == ENOENT && w->fallback) {
             fallback = 1;
             fd = open_own_attr(proc, w->fallback);
         }
+        if (fd < 0 && errno == ENOENT && w->missing_ok) continue;
         if (fd < 0) fail(BERTH_STAGE_PROC_ATTR, errno, 2 * i + fallback);
         size_t len = c_strlen(w->value);
         ssize_t n;
@@ -1130,7 +1139,7 @@ static void write_proc_attrs(const berth_plan *p) {
         if (n != (ssize_t)len) fail(BERTH_STAGE_PROC_ATTR, n < 0 ? errno : EIO, 2 * i + fallback);
         close(fd);
     }
-    close(proc);
+    if (proc >= 0) close(proc);
 }
 
 // The part of the process profile that is applied while still root: resource limits,
@@ -1427,7 +1436,9 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     if (p->setup_rootfs) readonly_late_mounts(p);
 
     if (p->new_keyring) {
-        // A fresh anonymous session keyring, so the container cannot read the host's keys.
+        // A fresh anonymous session keyring, so the container cannot read the host's keys;
+        // labelled for SELinux by the write before it.
+        write_proc_attrs(p, 1);
         if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0) < 0 && errno != ENOSYS)
             fail(BERTH_STAGE_KEYRING, errno, -1);
     }
@@ -1447,7 +1458,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     if (p->umask >= 0) umask((mode_t)p->umask);
     set_home(p);
 
-    write_proc_attrs(p);
+    write_proc_attrs(p, 0);
     apply_profile_as_root(p);
     if (p->set_groups && !setgroups_denied(p) && setgroups((size_t)p->ngroups, (const gid_t *)p->groups) != 0)
         fail(BERTH_STAGE_SETGROUPS, errno, -1);

@@ -287,3 +287,37 @@ func spec(_ extra: String = "", namespaces: String = #"[{"type":"pid"},{"type":"
         """)
     }
 }
+
+@Suite struct SELinuxMountLabels {
+    let label = "system_u:object_r:container_file_t:s0:c1,c2"
+    func mounts() -> [PlannedMount] {
+        [PlannedMount(source: "proc", dest: "proc", fstype: "proc", index: 0),
+         PlannedMount(source: "tmpfs", dest: "dev", fstype: "tmpfs", data: "mode=755", index: 1),
+         PlannedMount(source: "devpts", dest: "dev/pts", fstype: "devpts", index: 2),
+         PlannedMount(source: "mqueue", dest: "dev/mqueue", fstype: "mqueue", index: 3),
+         PlannedMount(source: "sysfs", dest: "sys", fstype: "sysfs", index: 4),
+         PlannedMount(source: "cgroup", dest: "sys/fs/cgroup", fstype: "cgroup2", index: 5),
+         PlannedMount(source: "/data", dest: "data", bind: 2, index: 6)]
+    }
+
+    @Test func theMountsRuncLabelsGetTheContext() throws {
+        var m = mounts()
+        let masked = try SecurityModules.labelMounts(&m, maskedPaths: ["proc/acpi"], mountLabel: label, selinux: true)
+        #expect(masked == label)
+        let context = "context=\"\(label)\""
+        #expect(m[1].data == "mode=755," + context)
+        #expect(m[2].data == context)
+        #expect(m[3].data == nil && m[3].fileLabel == label)
+        for i in [0, 4, 5, 6] { #expect(m[i].data == nil && m[i].fileLabel == nil) }
+    }
+
+    @Test func withoutSELinuxALabelThatWouldBeUsedIsRefusedByName() {
+        var m = mounts()
+        #expect(throws: SpecError("linux.mountLabel", "SELinux is not enabled on this host: mounts[1] cannot be mounted with context \"\(label)\"")) {
+            _ = try SecurityModules.labelMounts(&m, maskedPaths: [], mountLabel: label, selinux: false)
+        }
+        // Nothing it would label (proc and a bind only): accepted, as runc accepts it.
+        var few = [mounts()[0], mounts()[6]]
+        #expect((try? SecurityModules.labelMounts(&few, maskedPaths: [], mountLabel: label, selinux: false)) == label)
+    }
+}

@@ -88,6 +88,19 @@ def apparmor_on():
 
 APPARMOR = apparmor_on()
 
+
+def selinux_on():
+    """SELinux with a policy loaded (Scripts/vm --selinux): selinuxfs mounted and this
+    process labelled by the policy."""
+    try:
+        current = open("/proc/self/attr/current").read().strip("\0\n")
+    except OSError:
+        return False
+    return os.path.exists("/sys/fs/selinux/enforce") and current not in ("", "kernel")
+
+
+SELINUX = selinux_on()
+
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_CHILD_SUBREAPER = 36
 libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

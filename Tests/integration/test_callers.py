@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import APPARMOR, BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD_PID1, host_cgroup, limit_file, wait_for
+from conftest import APPARMOR, BERTH, CGROUP2, SELINUX, CGROUP_V1, REPO, SYSTEMD_PID1, host_cgroup, limit_file, wait_for
 
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
 IN_VM = {"memory", "pids", "cpu"} <= CONTROLLERS and CGROUP2 == "/sys/fs/cgroup"
@@ -115,6 +115,19 @@ def test_podman_apparmor_default_profile(podman, caller_rootfs):
     p = podman("exec", "aa", "cat", "/proc/self/attr/current")
     assert p.returncode == 0 and p.stdout.startswith("containers-default-"), (p.stdout, p.stderr)
     podman("rm", "-f", "-t", "0", "aa")
+
+
+@needs_podman
+@pytest.mark.skipif(not SELINUX, reason="needs SELinux (Scripts/vm --selinux)")
+def test_podman_selinux_labels(podman, caller_rootfs):
+    # Podman 4.3 labels every container by default: container_t and container_file_t with
+    # the container's own categories.
+    p = podman("run", "--rm", "--network", "none", "--rootfs", caller_rootfs, "sh", "-c",
+               "cat /proc/self/attr/current; echo; cat /proc/self/mounts")
+    assert p.returncode == 0, p.stderr
+    label = p.stdout.splitlines()[0].strip("\0")
+    assert ":container_t:s0:c" in label, p.stdout
+    assert "container_file_t:" + label.split(":", 3)[3] in p.stdout, p.stdout
 
 
 @needs_podman

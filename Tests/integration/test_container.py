@@ -415,7 +415,9 @@ def test_rshared_volume_propagates_mounts_back_to_the_host(env):
 
 def test_loopback_is_up_in_a_new_network_namespace(env):
     # As runc: Podman pods with --network none reach each other over 127.0.0.1.
-    p = env.run(["sh", "-c", "ip -o link show lo; nc -l -p 7000 -w 2 & sleep 0.3; echo hi | nc -w 1 127.0.0.1 7000"])
+    # The client retries until the listener is up (a loaded machine may start it late).
+    p = env.run(["sh", "-c", "ip -o link show lo; nc -l -p 7000 -w 5 & "
+                 "for i in 1 2 3 4 5 6 7 8 9 10; do echo hi | nc -w 1 127.0.0.1 7000 && break; sleep 0.3; done"])
     assert p.returncode == 0, p.stderr
     assert ",UP" in p.stdout.splitlines()[0], p.stdout
     assert "hi" in p.stdout, p.stdout

@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from conftest import APPARMOR, BERTH, CGROUP2, CGROUP_V1, REPO, SYSTEMD, limit_file, wait_for
+from conftest import APPARMOR, BERTH, CGROUP2, SELINUX, CGROUP_V1, REPO, SYSTEMD, limit_file, wait_for
 
 DOCKER = "/usr/bin/docker"  # Debian's client, whatever else is on PATH
 CONTROLLERS = set(open(os.path.join(CGROUP2, "cgroup.controllers")).read().split())
@@ -85,6 +85,8 @@ def docker():
         "bridge": "none", "iptables": False, "ip-forward": False, "ip-masq": False,
         "runtimes": {"berth": {"path": BERTH}}, "default-runtime": "berth",
         "storage-driver": "vfs" if IN_VM else "overlay2",
+        # Docker labels containers only when asked (Scripts/vm --selinux asks).
+        "selinux-enabled": SELINUX,
     }
     with open(os.path.join(base, "daemon.json"), "w") as f:
         json.dump(cfg, f)
@@ -289,6 +291,20 @@ def test_docker_apparmor_profiles(docker):
     p = docker("exec", cid, "cat", "/proc/self/attr/current", check=True)
     assert p.stdout.strip() == "docker-default (enforce)", p.stdout
     docker("rm", "-f", cid, check=True)
+
+
+@needs_docker
+@pytest.mark.skipif(not SELINUX, reason="needs SELinux (Scripts/vm --selinux)")
+def test_docker_selinux_labels(docker):
+    # With selinux-enabled, Docker 20.10 gives each container container_t with its own
+    # categories, and the same categories to its mounts (container_file_t).
+    p = run_cmd(docker, "berth-test", "sh", "-c", "cat /proc/self/attr/current; echo; cat /proc/self/mounts", check=True)
+    label = p.stdout.splitlines()[0].strip("\0")
+    assert ":container_t:s0:c" in label, p.stdout
+    level = label.split(":", 3)[3]
+    assert f'container_file_t:{level}' in p.stdout, p.stdout
+    p = run_cmd(docker, "--security-opt", "label=disable", "berth-test", "cat", "/proc/self/attr/current", check=True)
+    assert ":container_t:" not in p.stdout, p.stdout
 
 
 @needs_docker

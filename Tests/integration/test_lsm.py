@@ -1,10 +1,11 @@
-"""Linux security modules: process.apparmorProfile and exec --apparmor, seen from inside
-real containers.
+"""Linux security modules: process.apparmorProfile and exec --apparmor, process.selinuxLabel,
+linux.mountLabel and exec --process-label, seen from inside real containers.
 
 AppArmor runs where the kernel has it enabled and apparmor_parser can load a profile: the
 VM (Debian's kernel enables it; Scripts/vm-guest mounts securityfs). This host's kernel
 runs no security module, and there a profile fails as runc's fails (before anything of
-the container is made).
+the container is made). SELinux runs in the VM booted with it (Scripts/vm --selinux:
+permissive, Debian's policy plus refpolicy's container module).
 """
 import json
 import os
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import APPARMOR, BERTH
+from conftest import APPARMOR, BERTH, SELINUX
 
 SECRET = "/berth-apparmor-secret"
 
@@ -135,3 +136,79 @@ def test_a_profile_on_a_host_without_apparmor_is_refused_by_name(env):
 def test_features_report_apparmor_as_runc_does():
     out = subprocess.run([BERTH, "features"], capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["linux"]["apparmor"] == {"enabled": True}
+
+
+# ---- SELinux ---------------------------------------------------------------------------
+
+needs_selinux = pytest.mark.skipif(not SELINUX, reason="needs SELinux with a policy loaded (Scripts/vm --selinux)")
+no_selinux = pytest.mark.skipif(os.path.exists("/sys/fs/selinux/enforce"), reason="a host without SELinux")
+LABEL = "system_u:system_r:container_t:s0:c1,c2"
+OTHER = "system_u:system_r:container_t:s0:c3,c4"
+MOUNT_LABEL = "system_u:object_r:container_file_t:s0:c1,c2"
+
+
+def labelled(c):
+    c["process"]["selinuxLabel"] = LABEL
+    c["linux"]["mountLabel"] = MOUNT_LABEL
+    c["mounts"].append({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                        "options": ["nosuid", "noexec", "nodev"]})
+    c["linux"]["maskedPaths"] = ["/proc/acpi"]
+
+
+def mount_options(mounts, dest):
+    for line in mounts.splitlines():
+        f = line.split()
+        if len(f) > 3 and f[1] == dest:
+            return f[3]
+    raise AssertionError(f"{dest} is not mounted: {mounts}")
+
+
+@needs_selinux
+def test_the_process_label_and_the_mount_label_are_the_configs(env):
+    p = env.run(["sh", "-c", "cat /proc/self/attr/current; echo; cat /proc/self/mounts"], mutate=labelled)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0].strip("\0") == LABEL, p.stdout
+    for dest in ("/tmp", "/dev", "/proc/acpi"):
+        assert MOUNT_LABEL in mount_options(p.stdout, dest), (dest, p.stdout)
+
+
+@needs_selinux
+def test_mqueue_and_exec_labels(env):
+    b = env.bundle(["sleep", "300"], mutate=labelled)
+    cid = env.new_id()
+    env.detach(b, cid)
+    pid = env.state(cid)["pid"]
+    # mqueue takes no context= option: its root carries the label instead, as runc does.
+    xattr = os.getxattr(f"/proc/{pid}/root/dev/mqueue", "security.selinux").rstrip(b"\0").decode()
+    assert xattr == MOUNT_LABEL
+    p = env.berth("exec", cid, "cat", "/proc/self/attr/current")
+    assert p.stdout.strip("\0\n") == LABEL
+    p = env.berth("exec", "--process-label", OTHER, cid, "cat", "/proc/self/attr/current")
+    assert p.stdout.strip("\0\n") == OTHER
+
+
+@no_selinux
+def test_labels_on_a_host_without_selinux_are_refused_in_runcs_words(env):
+    def label(c):
+        c["process"]["selinuxLabel"] = LABEL
+    p = env.run(["true"], mutate=label)
+    assert p.returncode == 1
+    assert p.stderr.strip() == ("config.json: process.selinuxLabel: selinux label is specified in config, "
+                                "but selinux is disabled or not supported"), p.stderr
+
+    # runc passes context= to the kernel, which refuses the tmpfs; refused by name here.
+    def mount_label(c):
+        c["linux"]["mountLabel"] = MOUNT_LABEL
+    p = env.run(["true"], mutate=mount_label, name="m")
+    assert p.returncode == 1
+    assert p.stderr.startswith("config.json: linux.mountLabel: SELinux is not enabled on this host: mounts[1]"), p.stderr
+    b = env.bundle(["sleep", "300"], name="sleeper")
+    cid = env.new_id()
+    env.detach(b, cid)
+    p = env.berth("exec", "--process-label", LABEL, cid, "true", check=False)
+    assert p.returncode != 0 and p.stderr.startswith("--process-label: selinux label is specified"), p.stderr
+
+
+def test_features_report_selinux_as_runc_does():
+    out = subprocess.run([BERTH, "features"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["linux"]["selinux"] == {"enabled": True}

@@ -81,6 +81,7 @@ enum berth_stage {
     BERTH_STAGE_LOOPBACK,        // bringing up lo in a new network namespace
     BERTH_STAGE_CGROUP_JOIN,     // index = cgroup_tasks_fds entry
     BERTH_STAGE_PROC_ATTR,       // index = attr_writes entry
+    BERTH_STAGE_MOUNT_LABEL,     // index = mount: setting its SELinux label
     BERTH_STAGE_PRIVATE_PROC,    // no procfs could be opened that the container cannot cover
 };
 
@@ -101,6 +102,8 @@ typedef struct {
     const char *file;       // below attr/: "apparmor/exec"
     const char *fallback;   // the older shared file ("exec") where `file` is missing, or NULL
     const char *value;
+    int before_keyring;     // 1: written just before joining the session keyring; 0: before the id switch
+    int missing_ok;         // the file may be missing: nothing to do then
 } berth_attr_write;
 
 struct berth_hook {
@@ -133,6 +136,7 @@ typedef struct {
     const char *cgroup2_fallback; // cgroup2 refused (EPERM/EBUSY): bind this host cgroup directory instead
     int copyup;             // tmpfs "tmpcopyup": copy what the mount covers into it
     int readonly_late;      // tmpfs or /dev asked read-only: mounted rw, remounted ro once all is set up
+    const char *file_label; // SELinux label set on the mount's root after mounting (mqueue), or NULL
     int index;              // position in config "mounts"
 } berth_mount;
 
@@ -200,6 +204,7 @@ typedef struct {
     const berth_sysctl *sysctls; int nsysctls;
     const berth_path *readonly_paths; int nreadonly_paths;
     const berth_path *masked_paths; int nmasked_paths;
+    const char *mask_label;  // SELinux context for the tmpfs over masked directories, or NULL
 
     const char *hostname;   // NULL = leave
     const char *domainname;
