@@ -95,8 +95,10 @@ public enum Features {
             ("linux", .object([
                 ("namespaces", .array(NamespaceKind.allCases.map { s($0.rawValue) })),
                 ("capabilities", .array(knownCapabilities().map(s))),
-                ("cgroup", .object([("v1", .bool(false)), ("v2", .bool(true)), ("systemd", .bool(false)),
-                                    ("systemdUser", .bool(false)), ("rdma", .bool(false))])),
+                // Every driver Berth has, as runc lists its own: v1/hybrid hierarchies, v2,
+                // systemd's system and user managers.
+                ("cgroup", .object([("v1", .bool(true)), ("v2", .bool(true)), ("systemd", .bool(true)),
+                                    ("systemdUser", .bool(true)), ("rdma", .bool(false))])),
                 ("seccomp", .object([
                     ("enabled", .bool(true)),
                     ("actions", .array(seccompActions.keys.sorted().map(s))),

@@ -146,7 +146,9 @@ extension Runtime {
 
         var plan = ContainerPlan(rootfs: rec.state.rootfs)
         plan.setupRootfs = false
-        plan.newKeyring = false
+        // As runc: the container's session keyring, unless it was created without one.
+        plan.newKeyring = !rec.state.noNewKeyring
+        plan.keyringName = ContainerPlan.sessionKeyring(id)
         plan.preserveFds = o.preserveFds
         do {
             try plan.setProcess(process, linux: spec.linux ?? Linux())
@@ -159,10 +161,10 @@ extension Runtime {
                 plan.attrWrites = try SecurityModules.apparmor(given(process.apparmorProfile) ?? spec.process?.apparmorProfile)
             }
             if let l = given(o.processLabel) {
-                plan.attrWrites += try SecurityModules.selinux(l, newKeyring: false, file: "--process-label", field: "")
+                plan.attrWrites += try SecurityModules.selinux(l, newKeyring: plan.newKeyring, file: "--process-label", field: "")
             } else {
                 plan.attrWrites += try SecurityModules.selinux(given(process.selinuxLabel) ?? spec.process?.selinuxLabel,
-                                                               newKeyring: false)
+                                                               newKeyring: plan.newKeyring)
             }
         } catch { throw BerthError(error.description) }
         for w in plan.warnings { warn(w) }

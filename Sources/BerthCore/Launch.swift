@@ -444,7 +444,9 @@ struct Launcher {
         case BERTH_STAGE_SETGROUPS: return "setgroups (process.user.additionalGids): \(why)"
         case BERTH_STAGE_SETGID: return "setgid \(plan.gid) (process.user.gid): \(why)"
         case BERTH_STAGE_SETUID: return "setuid \(plan.uid) (process.user.uid): \(why)"
-        case BERTH_STAGE_KEYRING: return "join a new session keyring: \(why)"
+        case BERTH_STAGE_KEYRING:
+            let name = plan.keyringName.map { " \"\($0)\"" } ?? ""
+            return i == 1 ? "make the session keyring\(name) searchable: \(why)" : "join the session keyring\(name): \(why)"
         case BERTH_STAGE_LOOKUP:
             // runc's words for a missing program (callers match them); a name of kilobytes
             // is cut short, and other failures name the field.

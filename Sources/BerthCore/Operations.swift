@@ -78,6 +78,8 @@ public struct Runtime {
             }
             plan = try ContainerPlan.build(spec: spec, bundle: bundle, rootfs: rootfs, noPivot: o.noPivot,
                                            noNewKeyring: o.noNewKeyring, preserveFds: o.preserveFds)
+            plan.keyringName = ContainerPlan.sessionKeyring(id)
+            plan.keyringSearchPerm = plan.inUserNamespace ? 0x8 : 0x8_0000
             let res = spec.linux?.resources ?? Resources()
             // As runc: linux.devices only makes nodes; what may be opened is what
             // linux.resources.devices allows, plus runc's default devices.
@@ -292,6 +294,7 @@ public struct Runtime {
                 ownPidNamespace: plan.ownPidNamespace)
             state.systemdDevices = systemdDevices
             state.systemdUser = unit != nil && rootlessCgroups
+            state.noNewKeyring = !plan.newKeyring
             try store.save(ContainerRecord(dir: dir, state: state))
             if !v1Dirs.isEmpty && unit == nil { cgroupMade = try CgroupV1.create(v1Dirs, hierarchies: hierarchies) }
             if let cg = cgroupDir, let mount = cgroupMount, unit == nil {

@@ -48,6 +48,12 @@ struct ContainerPlan {
     var args: [String] = []
     var env: [String] = []
     var newKeyring = true
+    /// The session keyring init creates and every `exec` joins, as runc names it
+    /// ("_ses.<id>"); nil: an anonymous one.
+    var keyringName: String?
+    /// Added to that keyring's permissions so an `exec` can find it: search for the
+    /// keyring's user, or for "other" inside a user namespace (runc's bits).
+    var keyringSearchPerm: UInt32 = 0
     var preserveFds = 0
 
     var sysctls: [(path: String, value: String, key: String)] = []
@@ -84,6 +90,10 @@ struct ContainerPlan {
     var stageMode: Bool { !joins.isEmpty || newNamespaces.contains(.time) }
     var inUserNamespace: Bool { newNamespaces.contains(.user) || joins.contains { $0.kind == .user } }
     var ownPidNamespace: Bool { newNamespaces.contains(.pid) }
+
+    /// The container's session keyring, by runc's name: init creates it, each `exec`
+    /// joins it (a process keeping its caller's keyring would possess the host's keys).
+    static func sessionKeyring(_ id: String) -> String { "_ses." + id }
     var pathEnv: String? {
         env.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) }
     }
@@ -476,6 +486,8 @@ final class CPlan {
         raw.maps_by_owner = Rootless.euid && p.newNamespaces.contains(.user) ? 1 : 0
         raw.umask = p.umask
         raw.new_keyring = p.newKeyring ? 1 : 0
+        raw.keyring_name = str(p.keyringName)
+        raw.keyring_search_perm = p.keyringSearchPerm
         let attrs = p.attrWrites.map { w in
             berth_attr_write(file: str(w.file), fallback: str(w.fallback), value: str(w.value),
                              before_keyring: w.beforeKeyring ? 1 : 0, missing_ok: w.missingOK ? 1 : 0)

@@ -47,6 +47,8 @@ public struct StoredState: Sendable {
     /// True when the container has its own pid namespace: killing init then ends every
     /// process of the container.
     public var ownPidNamespace: Bool
+    /// Created with --no-new-keyring: `exec` then keeps its caller's keyring too, as runc's.
+    public var noNewKeyring = false
 }
 
 extension StoredState {
@@ -69,6 +71,7 @@ extension StoredState {
         creatorPid = try r.optInteger("creatorPid", Int32.self)
         creatorStartTime = try r.optInteger("creatorStartTime", UInt64.self)
         ownPidNamespace = try r.optBool("ownPidNamespace") ?? false
+        noNewKeyring = try r.optBool("noNewKeyring") ?? false
         hooks = try r.optObject("hooks").map { (o: JSONReader) throws(SpecError) in try Hooks(o) }
     }
 
@@ -89,6 +92,7 @@ extension StoredState {
         if let c = creatorPid { f.append(("creatorPid", .int(Int64(c)))) }
         if let c = creatorStartTime { f.append(("creatorStartTime", .int(Int64(c)))) }
         if let h = hooks { f.append(("hooks", h.json)) }
+        if noNewKeyring { f.append(("noNewKeyring", .bool(true))) }
         return .object(f)
     }
 }

@@ -79,6 +79,10 @@
 #ifndef KEYCTL_JOIN_SESSION_KEYRING
 #define KEYCTL_JOIN_SESSION_KEYRING 1
 #endif
+#ifndef KEYCTL_SETPERM
+#define KEYCTL_SETPERM 5
+#define KEYCTL_DESCRIBE 6
+#endif
 
 // Our own copies of the kernel ABI structs, so the build does not depend on how new the
 // installed kernel headers are.
@@ -1393,6 +1397,37 @@ static void loopback_up(void) {
     close(s);
 }
 
+// The container's session keyring (labelled for SELinux by the write before it). Nothing
+// of the container may keep its caller's: possessing it, the container could read and
+// use the host's keys. init creates the keyring under the container's name and lets its
+// user (or, in a user namespace, anyone) search it, so that each `exec` finds and joins
+// the same one rather than staying in its caller's, as runc does. ENOSYS (no keyrings in
+// the kernel) leaves nothing to protect.
+static void join_session_keyring(const berth_plan *p) {
+    write_proc_attrs(p, 1);
+    long id = syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, p->keyring_name);
+    if (id < 0) {
+        if (errno == ENOSYS) return;
+        fail(BERTH_STAGE_KEYRING, errno, -1);
+    }
+    if (!p->keyring_search_perm) return;
+    char desc[512];
+    long n = syscall(SYS_keyctl, KEYCTL_DESCRIBE, id, desc, sizeof desc);
+    if (n <= 0 || (size_t)n > sizeof desc) fail(BERTH_STAGE_KEYRING, n < 0 ? errno : EIO, 1);
+    desc[sizeof desc - 1] = 0;
+    // "type;uid;gid;perm;description": the fourth field, in hex.
+    const char *f = desc;
+    for (int semis = 0; *f && semis < 3; f++) if (*f == ';') semis++;
+    uint32_t perm = 0;
+    for (; *f && *f != ';'; f++) {
+        int d = *f >= '0' && *f <= '9' ? *f - '0' : *f >= 'a' && *f <= 'f' ? *f - 'a' + 10 : -1;
+        if (d < 0) fail(BERTH_STAGE_KEYRING, EIO, 1);
+        perm = perm << 4 | (uint32_t)d;
+    }
+    if (syscall(SYS_keyctl, KEYCTL_SETPERM, id, perm | p->keyring_search_perm) != 0)
+        fail(BERTH_STAGE_KEYRING, errno, 1);
+}
+
 __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     char exe[PATH_MAX];
 
@@ -1435,13 +1470,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     setup_console(p);
     if (p->setup_rootfs) readonly_late_mounts(p);
 
-    if (p->new_keyring) {
-        // A fresh anonymous session keyring, so the container cannot read the host's keys;
-        // labelled for SELinux by the write before it.
-        write_proc_attrs(p, 1);
-        if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0) < 0 && errno != ENOSYS)
-            fail(BERTH_STAGE_KEYRING, errno, -1);
-    }
+    if (p->new_keyring) join_session_keyring(p);
 
     // The cwd is entered as root first (a directory root may enter and the user may not
     // still works, as runc). Where root is refused (a volume chowned to the container's

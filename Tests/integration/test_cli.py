@@ -248,6 +248,9 @@ def test_features(env):
     f = json.loads(p.stdout)
     assert f["ociVersionMin"] == "1.0.0" and f["ociVersionMax"] == "1.3.0"
     assert f["linux"]["mountExtensions"]["idmap"]["enabled"] is False
+    # Each driver has its tests: test_cgroup_v1.py (host), test_cgroup.py (VM), test_systemd.py.
+    assert {k: f["linux"]["cgroup"][k] for k in ("v1", "v2", "systemd", "systemdUser")} == \
+        {"v1": True, "v2": True, "systemd": True, "systemdUser": True}
     assert set(f["linux"]["namespaces"]) == {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
     assert "rbind" in f["mountOptions"] and "nosymfollow" in f["mountOptions"]
     assert p.stdout.startswith('{\n    "ociVersionMin"')

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import APPARMOR, BERTH, SELINUX
+from test_security import keyring_probe
 
 SECRET = "/berth-apparmor-secret"
 
@@ -173,14 +174,21 @@ def test_the_process_label_and_the_mount_label_are_the_configs(env):
 
 
 @needs_selinux
-def test_mqueue_and_exec_labels(env):
-    b = env.bundle(["sleep", "300"], mutate=labelled)
+def test_mqueue_keyring_and_exec_labels(env):
+    root = keyring_probe(env)
+    def m(c):
+        labelled(c)
+        c["root"]["path"] = root
+    b = env.bundle(["sleep", "300"], mutate=m)
     cid = env.new_id()
     env.detach(b, cid)
     pid = env.state(cid)["pid"]
     # mqueue takes no context= option: its root carries the label instead, as runc does.
     xattr = os.getxattr(f"/proc/{pid}/root/dev/mqueue", "security.selinux").rstrip(b"\0").decode()
     assert xattr == MOUNT_LABEL
+    # The session keyring init made carries the process label (runc's SetKeyLabel).
+    p = env.berth("exec", cid, "/session_keyring")
+    assert p.stdout.split()[2] == LABEL, p.stdout
     p = env.berth("exec", cid, "cat", "/proc/self/attr/current")
     assert p.stdout.strip("\0\n") == LABEL
     p = env.berth("exec", "--process-label", OTHER, cid, "cat", "/proc/self/attr/current")

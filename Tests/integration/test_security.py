@@ -342,3 +342,45 @@ def test_cve_2019_5736_runtime_binary_unreachable(env):
     assert out[-1] == "/bin/busybox"
     with open(BERTH, "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == before
+
+
+KEYRING_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "payload", "session_keyring.c")
+
+
+def keyring_probe(env):
+    """The static probe, built into a copy of the suite's rootfs; returns that rootfs."""
+    assert shutil.which("gcc"), "needs gcc (and libc6-dev) to build the static probe"
+    root = os.path.join(env.tmp, "keyring-rootfs")
+    subprocess.run(["cp", "-a", env.rootfs, root], check=True)
+    subprocess.run(["gcc", "-static", "-O2", "-o", os.path.join(root, "session_keyring"), KEYRING_SRC], check=True)
+    return root
+
+
+def own_session_keyring():
+    libc = ctypes.CDLL(None, use_errno=True)
+    return "%x" % libc.syscall(250, 0, ctypes.c_long(-3), 0)  # keyctl(KEYCTL_GET_KEYRING_ID, session)
+
+
+def test_no_container_process_keeps_its_callers_session_keyring(env):
+    """A process holding its caller's session keyring possesses the host's keys. runc
+    gives init a keyring named after the container and has every exec join that one;
+    Berth's exec once stayed in its caller's."""
+    root = keyring_probe(env)
+    def m(c):
+        c["root"]["path"] = root
+    b = env.bundle(["sleep", "300"], mutate=m)
+    cid = env.new_id()
+    env.detach(b, cid)
+    caller = own_session_keyring()
+    first = env.berth("exec", cid, "/session_keyring").stdout.split()
+    second = env.berth("exec", cid, "/session_keyring").stdout.split()
+    assert first[0] != caller, "exec kept the caller's session keyring"
+    assert first[1].endswith(";_ses." + cid), first   # runc's name
+    assert second[0] == first[0]                       # every exec joins the same one
+    p = env.run(["/session_keyring"], mutate=m, name="init")
+    serial, desc = p.stdout.split()[:2]
+    assert serial != caller and desc.split(";")[4].startswith("_ses."), p.stdout
+    # --no-new-keyring: init and exec keep the caller's, as with runc.
+    cid = env.new_id("nokr")
+    env.detach(b, cid, "--no-new-keyring")
+    assert env.berth("exec", cid, "/session_keyring").stdout.split()[0] == caller

@@ -218,7 +218,9 @@ typedef struct {
     int cgroup_optional;    // rootless exec: a cgroup the caller may not move into is skipped
     int maps_by_owner;      // an unprivileged parent writes the id maps (needs us dumpable then)
     int umask;              // -1 = leave
-    int new_keyring;        // join a fresh session keyring
+    int new_keyring;        // join a session keyring of the container's own
+    const char *keyring_name;     // its name ("_ses.<id>"), NULL = anonymous
+    uint32_t keyring_search_perm; // permission bits added to it once joined, 0 = none
     const berth_attr_write *attr_writes; int nattr_writes; // LSM profile/labels, just before the id switch
     const char *arg0;       // as given in process.args[0]
     const char *path_env;   // value of PATH in process.env, or NULL
