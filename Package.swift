@@ -10,7 +10,8 @@ let package = Package(
         .executable(name: "berth", targets: ["berth"]),
     ],
     targets: [
-        // The only code that runs between clone and execve. Plain C, no allocation.
+        // C: the executor that runs between clone and execve (shim.c: no allocation, no
+        // stdio), and parent-side helpers in files of their own (hooks, relay, wrappers).
         .target(name: "CBerth",
                 cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])],
                 linkerSettings: [.linkedLibrary("cap"), .linkedLibrary("seccomp")]),

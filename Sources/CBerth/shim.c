@@ -5,111 +5,7 @@
 // of the child's private copy of the address space. A failure is reported as one
 // fixed-size record {stage, errno, index} on the sync socket, then _exit.
 #define _GNU_SOURCE
-#include "cberth.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <linux/sched.h>
-#include <poll.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/ioctl.h>
-#include <net/if.h>
-#include <termios.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/syscall.h>
-#include <sys/types.h>
-#include <sys/vfs.h>
-#include <sys/wait.h>
-#include <sys/xattr.h>
-#include <time.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
-#include <grp.h>
-#include <linux/capability.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <sys/personality.h>
-#include <sys/resource.h>
-#include <sys/sendfile.h>
-
-#ifndef CLONE_NEWTIME
-#define CLONE_NEWTIME 0x00000080
-#endif
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-#ifndef MS_NOSYMFOLLOW
-#define MS_NOSYMFOLLOW 256
-#endif
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-#ifndef PROC_SUPER_MAGIC
-#define PROC_SUPER_MAGIC 0x9fa0
-#endif
-#ifndef SYS_openat2
-#define SYS_openat2 437
-#endif
-#ifndef SYS_clone3
-#define SYS_clone3 435
-#endif
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
-#ifndef SYS_mount_setattr
-#define SYS_mount_setattr 442
-#endif
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
-#ifndef AT_RECURSIVE
-#define AT_RECURSIVE 0x8000
-#endif
-#ifndef KEYCTL_JOIN_SESSION_KEYRING
-#define KEYCTL_JOIN_SESSION_KEYRING 1
-#endif
-#ifndef KEYCTL_SETPERM
-#define KEYCTL_SETPERM 5
-#define KEYCTL_DESCRIBE 6
-#endif
-
-// Our own copies of the kernel ABI structs, so the build does not depend on how new the
-// installed kernel headers are.
-struct cb_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
-        set_tid, set_tid_size, cgroup;
-};
-struct cb_open_how { uint64_t flags, mode, resolve; };
-struct cb_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
-#define CB_RESOLVE_NO_XDEV 0x01
-#define CB_RESOLVE_NO_MAGICLINKS 0x02
-#define CB_RESOLVE_NO_SYMLINKS 0x04
-#define CB_RESOLVE_BENEATH 0x08
-#define CB_RESOLVE_IN_ROOT 0x10
-// The new mount API (5.2+): mounts made and moved through fds, no path walked twice.
-#define CB_SYS_open_tree 428
-#define CB_SYS_move_mount 429
-#define CB_SYS_fsopen 430
-#define CB_SYS_fsconfig 431
-#define CB_SYS_fsmount 432
-#define CB_OPEN_TREE_CLONE 1
-#define CB_MOVE_MOUNT_F_EMPTY_PATH 0x04
-#define CB_MOVE_MOUNT_T_EMPTY_PATH 0x40
-#define CB_FSCONFIG_CMD_CREATE 6
-#define CB_FSCONFIG_SET_STRING 1
-#define CB_FSOPEN_CLOEXEC 1
-#define CB_FSMOUNT_CLOEXEC 1
+#include "internal.h"
 
 const int CB_CLONE_NEWNS = CLONE_NEWNS, CB_CLONE_NEWUTS = CLONE_NEWUTS,
           CB_CLONE_NEWIPC = CLONE_NEWIPC, CB_CLONE_NEWUSER = CLONE_NEWUSER,
@@ -650,28 +546,6 @@ static void apply_masked_paths(const berth_plan *p, int root) {
     close(null);
 }
 
-// One message on a unix socket: `payload` as data, `fd` as the only SCM_RIGHTS fd. Used to
-// hand the seccomp listener and the pty master to their receivers. 0 or -1 (errno).
-static int send_fd(int sock, const void *payload, size_t len, int fd) {
-    char control[CMSG_SPACE(sizeof(int))];
-    memset(control, 0, sizeof control);
-    struct iovec iov = {(void *)payload, len};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    ssize_t n;
-    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
-    return n < 0 ? -1 : 0;
-}
-
 // process.terminal: a pty from the container's own devpts, opened after the root switch
 // so the master can never be a host pty. CVE-2025-52565: ptmx must be the real 5:2 node,
 // not something an image (or a racing container) put in its place; the peer is taken with
@@ -712,7 +586,7 @@ static void setup_console(const berth_plan *p) {
     for (size_t i = 0; prefix[i]; i++) name[pos++] = prefix[i];
     put_uint(name, &pos, n);
     name[pos] = 0;
-    if (send_fd(p->console_sock, name, pos, master) != 0) fail(BERTH_STAGE_CONSOLE, errno, 4);
+    if (cb_send_fd_with(p->console_sock, name, pos, master) != 0) fail(BERTH_STAGE_CONSOLE, errno, 4);
     close(master);
     close(p->console_sock);
     close(root);
@@ -1216,7 +1090,6 @@ static void apply_capabilities(const berth_plan *p) {
 static char notify_state[65536];
 static size_t notify_state_len;
 
-static void write_str(int fd, const char *s);
 
 __attribute__((noreturn)) static void die_after_start(const char *what, int e);
 
@@ -1235,14 +1108,14 @@ static void load_seccomp(const berth_plan *p) {
         die_after_start("drop CAP_SYS_ADMIN after loading seccomp", errno);
     if (p->seccomp_listener_sock >= 0) {
         // One message to the agent: the state as payload, the listener fd as SCM_RIGHTS.
-        if (send_fd(p->seccomp_listener_sock, notify_state, notify_state_len, (int)fd) != 0)
+        if (cb_send_fd_with(p->seccomp_listener_sock, notify_state, notify_state_len, (int)fd) != 0)
             die_after_start("send the seccomp listener to linux.seccomp.listenerPath", errno);
         close((int)fd);
         close(p->seccomp_listener_sock);
     }
 }
 
-static const char *errno_words(int e) {
+const char *cb_errno_words(int e) {
     switch (e) {
     case ENOENT: return "no such file or directory";
     case EACCES: return "permission denied";
@@ -1307,7 +1180,7 @@ static void run_start_hooks(const berth_plan *p) {
             put_uint(msg, &pos, (unsigned long)(h->timeout_ms / 1000));
             PUT("s");
         } else if (st < 0) {
-            PUT(errno_words(-st));
+            PUT(cb_errno_words(-st));
         } else if (WIFEXITED(st)) {
             PUT("exit status ");
             put_uint(msg, &pos, (unsigned long)WEXITSTATUS(st));
@@ -1350,7 +1223,7 @@ static void die_on_signal(int sig) { _exit(128 + sig); }
 
 // SIG_DFL: every signal back to its default. die_on_signal: the signals whose default is
 // to end the process. Either way the signal mask is emptied.
-static void set_signals(void (*handler)(int)) {
+void cb_set_signals(void (*handler)(int)) {
     int dying = handler != SIG_DFL;
     for (int s = 1; s < (dying ? 32 : NSIG); s++) {
         if (s == SIGKILL || s == SIGSTOP) continue;
@@ -1367,16 +1240,16 @@ static void set_signals(void (*handler)(int)) {
     (void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static void write_str(int fd, const char *s) { ssize_t r = write(fd, s, c_strlen(s)); (void)r; }
+void cb_write_str(int fd, const char *s) { ssize_t r = write(fd, s, c_strlen(s)); (void)r; }
 
 // After `start` nobody reads the sync socket any more: a failure goes to the container's
 // stderr, as runc reports it.
 __attribute__((noreturn)) static void die_after_start(const char *what, int e) {
-    write_str(2, "berth: ");
-    write_str(2, what);
-    write_str(2, ": ");
-    write_str(2, errno_words(e));
-    write_str(2, "\n");
+    cb_write_str(2, "berth: ");
+    cb_write_str(2, what);
+    cb_write_str(2, ": ");
+    cb_write_str(2, cb_errno_words(e));
+    cb_write_str(2, "\n");
     _exit(127);
 }
 
@@ -1553,7 +1426,7 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     send_record(BERTH_MSG_ACK, 0, -1, 0);
 
     if (p->fifo_fd >= 0) {
-        set_signals(die_on_signal);
+        cb_set_signals(die_on_signal);
 
         // Block until `start` writes a byte to the exec fifo. We hold the fifo read-write,
         // so the read blocks instead of seeing end-of-file while no writer is there.
@@ -1564,17 +1437,17 @@ __attribute__((noreturn)) static void init_main(const berth_plan *p) {
     }
 
     // Give the program default signal dispositions and an empty mask.
-    set_signals(SIG_DFL);
+    cb_set_signals(SIG_DFL);
     load_seccomp(p);
     if (p->nstart_hooks > 0) run_start_hooks(p);
 
     execve(exe, p->argv, p->envp);
     int e = errno;
-    write_str(2, "berth: exec ");
-    write_str(2, exe);
-    write_str(2, ": ");
-    write_str(2, errno_words(e));
-    write_str(2, "\n");
+    cb_write_str(2, "berth: exec ");
+    cb_write_str(2, exe);
+    cb_write_str(2, ": ");
+    cb_write_str(2, cb_errno_words(e));
+    cb_write_str(2, "\n");
     _exit(127);
 }
 
@@ -1728,292 +1601,3 @@ int cb_spawn(const berth_plan *p, int *in_cgroup) {
     return (int)pid;
 }
 
-int cb_pidfd_open(int pid) {
-    long r = syscall(SYS_pidfd_open, pid, 0);
-    return r < 0 ? -errno : (int)r;
-}
-
-int cb_pidfd_send_signal(int pidfd, int sig) {
-    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) == 0 ? 0 : -errno;
-}
-
-int cb_prctl_set_child_subreaper(void) {
-    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -errno;
-}
-
-int cb_socketpair_seqpacket(int fds[2]) {
-    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : -errno;
-}
-
-int cb_wait_status_exited(int status) { return WIFEXITED(status); }
-int cb_wait_exit_status(int status) { return WEXITSTATUS(status); }
-int cb_wait_signaled(int status) { return WIFSIGNALED(status); }
-int cb_wait_term_signal(int status) { return WTERMSIG(status); }
-
-int cb_block_all_signals(void) {
-    sigset_t all;
-    sigfillset(&all);
-    return sigprocmask(SIG_BLOCK, &all, NULL) == 0 ? 0 : -errno;
-}
-
-int cb_unblock_all_signals(void) {
-    sigset_t none;
-    sigemptyset(&none);
-    return sigprocmask(SIG_SETMASK, &none, NULL) == 0 ? 0 : -errno;
-}
-
-int cb_sigwait_any(int *pid_out) {
-    sigset_t all;
-    sigfillset(&all);
-    siginfo_t si;
-    int s;
-    do { s = sigwaitinfo(&all, &si); } while (s < 0 && errno == EINTR);
-    if (s < 0) return -errno;
-    *pid_out = si.si_pid;
-    return s;
-}
-
-int cb_poll_readable(int fd, int timeout_ms) {
-    struct pollfd pfd = {fd, POLLIN, 0};
-    int r;
-    do { r = poll(&pfd, 1, timeout_ms); } while (r < 0 && errno == EINTR);
-    if (r < 0) return -errno;
-    return r > 0 ? 1 : 0;
-}
-
-int cb_poll_hangup(int fd, int timeout_ms) {
-    struct pollfd pfd = {fd, 0, 0}; // POLLHUP and POLLERR are always reported
-    int r;
-    do { r = poll(&pfd, 1, timeout_ms); } while (r < 0 && errno == EINTR);
-    if (r < 0) return -errno;
-    return r > 0 ? 1 : 0;
-}
-
-int64_t cb_fs_magic(const char *path) {
-    struct statfs sfs;
-    if (statfs(path, &sfs) != 0) return -errno;
-    return (int64_t)sfs.f_type;
-}
-
-// ---------------------------------------------------------------------------------
-// Hooks (parent side): fork + exec with the state on stdin.
-// ---------------------------------------------------------------------------------
-
-int cb_run_hook(const char *path, char *const argv[], char *const envp[],
-                const int *nsfds, const int *nstypes, int nns,
-                const void *input, size_t inlen, char *out, size_t outcap, size_t *outlen,
-                int timeout_ms, const char *cwd) {
-    int in[2], outp[2];
-    *outlen = 0;
-    if (pipe2(in, O_CLOEXEC) != 0) return -errno;
-    if (pipe2(outp, O_CLOEXEC) != 0) { int e = errno; close(in[0]); close(in[1]); return -e; }
-    pid_t pid = fork();
-    if (pid < 0) { int e = errno; close(in[0]); close(in[1]); close(outp[0]); close(outp[1]); return -e; }
-    if (pid == 0) {
-        // Only async-signal-safe calls from here: this is a fork of the Swift process.
-        if (dup2(in[0], 0) < 0 || dup2(outp[1], 1) < 0 || dup2(outp[1], 2) < 0) _exit(126);
-        set_signals(SIG_DFL);
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int need_fork = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            for (int i = 0; i < nns; i++) {
-                // The user namespace first: its capabilities allow joining the others.
-                if ((pass == 0) != (nstypes[i] == CLONE_NEWUSER)) continue;
-                if (setns(nsfds[i], nstypes[i]) != 0) _exit(125);
-                if (nstypes[i] == CLONE_NEWPID || nstypes[i] == CLONE_NEWTIME) need_fork = 1;
-            }
-        }
-        (void)syscall(SYS_close_range, 3, ~0U, 0);
-        // Joining a mount namespace moved us to its root; createContainer hooks start in the
-        // container's root directory (before pivot_root), as runc runs them.
-        if (cwd && chdir(cwd) != 0) _exit(125);
-        if (need_fork) {
-            // setns into a pid or time namespace only applies to children.
-            pid_t g = fork();
-            if (g < 0) _exit(126);
-            if (g > 0) {
-                int st;
-                while (waitpid(g, &st, 0) < 0 && errno == EINTR) {}
-                if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
-                _exit(128 + WTERMSIG(st));
-            }
-            (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        }
-        execve(path, argv, envp);
-        write_str(2, "exec ");
-        write_str(2, path);
-        write_str(2, ": ");
-        write_str(2, errno_words(errno));
-        _exit(127);
-    }
-    close(in[0]);
-    close(outp[1]);
-    // The state is small (far below a pipe's capacity): written whole, then EOF.
-    size_t off = 0;
-    while (off < inlen) {
-        ssize_t n = write(in[1], (const char *)input + off, inlen - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break; // the hook need not read its stdin
-        off += (size_t)n;
-    }
-    close(in[1]);
-
-    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    (void)fcntl(outp[0], F_SETFL, O_NONBLOCK);
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    int out_open = 1, timed_out = 0;
-    for (;;) {
-        int wait_ms = -1;
-        if (timeout_ms > 0) {
-            struct timespec now;
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-            if (elapsed >= timeout_ms) { timed_out = 1; break; }
-            wait_ms = (int)(timeout_ms - elapsed);
-        }
-        struct pollfd fds[2];
-        nfds_t nf = 0;
-        int pid_i = -1;
-        if (out_open) fds[nf++] = (struct pollfd){outp[0], POLLIN, 0};
-        if (pfd >= 0) { fds[nf] = (struct pollfd){pfd, POLLIN, 0}; pid_i = (int)nf++; }
-        if (nf == 0) break; // no pidfd and the output closed: the hook is done
-        int r = poll(fds, nf, wait_ms);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) break;
-        int exited = pid_i >= 0 && (fds[pid_i].revents & POLLIN);
-        // Drain what is there (also right after the exit, without waiting for grandchildren
-        // that may still hold the pipe).
-        while (out_open) {
-            char buf[4096];
-            ssize_t n = read(outp[0], buf, sizeof buf);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) break;             // EAGAIN: nothing more now
-            if (n == 0) { out_open = 0; break; }
-            size_t keep = (size_t)n;
-            if (*outlen + keep > outcap) keep = outcap - *outlen;
-            memcpy(out + *outlen, buf, keep);
-            *outlen += keep;
-        }
-        if (exited) break;
-    }
-    if (timed_out) kill(pid, SIGKILL);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-    if (pfd >= 0) close(pfd);
-    close(outp[0]);
-    return timed_out ? -ETIMEDOUT : st;
-}
-
-// ---------------------------------------------------------------------------------
-// Foreground terminal (parent side).
-// ---------------------------------------------------------------------------------
-
-int cb_send_fd(int sock, int fd) {
-    if (fd < 0) {
-        ssize_t n;
-        do { n = send(sock, "-", 1, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
-        return n < 0 ? -errno : 0;
-    }
-    return send_fd(sock, "+", 1, fd) == 0 ? 0 : -errno;
-}
-
-int cb_recv_fd(int sock) {
-    char buf[256];
-    char control[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {buf, sizeof buf};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
-    if (n < 0) return -errno;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS) return -EBADMSG;
-    int fd;
-    memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
-}
-
-static void copy_winsize(int from, int to) {
-    struct winsize ws;
-    if (ioctl(from, TIOCGWINSZ, &ws) == 0) (void)ioctl(to, TIOCSWINSZ, &ws);
-}
-
-static int write_full(int fd, const char *b, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-int cb_clear_onlcr(int master) {
-    struct termios mt;
-    if (tcgetattr(master, &mt) != 0) return -errno;
-    mt.c_oflag &= ~(tcflag_t)ONLCR;
-    return tcsetattr(master, TCSANOW, &mt) == 0 ? 0 : -errno;
-}
-
-int cb_relay(int master, int pid) {
-    struct termios saved;
-    int raw = isatty(0) && tcgetattr(0, &saved) == 0;
-    if (raw) {
-        struct termios t = saved;
-        cfmakeraw(&t);
-        (void)tcsetattr(0, TCSANOW, &t);
-        copy_winsize(0, master);
-    }
-    sigset_t all;
-    sigfillset(&all);
-    int sfd = signalfd(-1, &all, SFD_CLOEXEC);
-    int status = 0, done = 0, in_open = 1;
-    char buf[8192];
-    while (!done) {
-        struct pollfd fds[3] = {{master, POLLIN, 0}, {sfd, POLLIN, 0}, {0, POLLIN, 0}};
-        int r = poll(fds, in_open ? 3 : 2, -1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) break;
-        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t n = read(master, buf, sizeof buf);
-            if (n > 0) (void)write_full(1, buf, (size_t)n);
-        }
-        if (in_open && (fds[2].revents & (POLLIN | POLLHUP))) {
-            ssize_t n = read(0, buf, sizeof buf);
-            if (n <= 0) in_open = 0;
-            else (void)write_full(master, buf, (size_t)n);
-        }
-        if (fds[1].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof si) != sizeof si) continue;
-            int sig = (int)si.ssi_signo;
-            if (sig == SIGCHLD) {
-                int st;
-                pid_t w;
-                while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
-                    if (w == pid) { status = st; done = 1; }
-                }
-            } else if (sig == SIGWINCH) {
-                if (raw) copy_winsize(0, master);
-            } else {
-                (void)kill(pid, sig);
-            }
-        }
-    }
-    // What the program wrote just before it ended.
-    (void)fcntl(master, F_SETFL, O_NONBLOCK);
-    for (;;) {
-        ssize_t n = read(master, buf, sizeof buf);
-        if (n <= 0) break;
-        (void)write_full(1, buf, (size_t)n);
-    }
-    if (raw) (void)tcsetattr(0, TCSANOW, &saved);
-    if (sfd >= 0) close(sfd);
-    return status;
-}
