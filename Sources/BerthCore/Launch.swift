@@ -61,7 +61,10 @@ struct Launcher {
         var pair: [Int32] = [-1, -1]
         let r = pair.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
         if r < 0 { throw .sys("socketpair", -r) }
-        let parentEnd = try lift(pair[0])
+        // Berth's end of the handshake: closed on every way out but the last, which hands
+        // it to the caller in `Launched`.
+        let parentSync = FileDescriptor(try lift(pair[0]))
+        let parentEnd = parentSync.raw
         let childEnd = try lift(pair[1])
         owned.append(childEnd)
 
@@ -71,9 +74,9 @@ struct Launcher {
         var fifoFd: Int32 = -1
         if withFifo {
             let fifo = stateDir + "/exec.fifo"
-            if mkfifo(fifo, 0o600) != 0 { close(parentEnd); throw .sys("mkfifo \(fifo)") }
+            if mkfifo(fifo, 0o600) != 0 { throw .sys("mkfifo \(fifo)") }
             fd = open(fifo, O_RDWR | O_CLOEXEC)
-            if fd < 0 { close(parentEnd); throw .sys("open \(fifo)") }
+            if fd < 0 { throw .sys("open \(fifo)") }
             fifoFd = try lift(fd)
             owned.append(fifoFd)
         }
@@ -81,7 +84,7 @@ struct Launcher {
         var cgroupFd: Int32 = -1
         if let cg = cgroupDir {
             fd = open(cg, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if fd < 0 { close(parentEnd); throw .sys("open cgroup \(cg)") }
+            if fd < 0 { throw .sys("open cgroup \(cg)") }
             cgroupFd = try lift(fd)
             owned.append(cgroupFd)
         }
@@ -90,7 +93,6 @@ struct Launcher {
             fd = open(j.path, O_RDONLY | O_CLOEXEC)
             if fd < 0 {
                 let e = errno
-                close(parentEnd)
                 throw BerthError(SpecError("linux.namespaces[\(j.index)].path", "\(j.path): \(errnoWords(e))").description)
             }
             let l = try lift(fd)
@@ -105,7 +107,6 @@ struct Launcher {
             fd = open(d + "/tasks", O_WRONLY | O_CLOEXEC)
             if fd < 0 {
                 let e = errno
-                close(parentEnd)
                 throw Launcher.joinError(d, e)
             }
             let l = try lift(fd)
@@ -118,7 +119,6 @@ struct Launcher {
         var listenerFd: Int32 = -1
         if let path = plan.seccomp?.listenerPath {
             do { fd = try connectUnix(path) } catch {
-                close(parentEnd)
                 // runc's words ("failed to connect with seccomp agent"): callers match them.
                 throw BerthError("config.json: linux.seccomp.listenerPath: failed to connect with seccomp agent: \(error.message)")
             }
@@ -131,13 +131,12 @@ struct Launcher {
         if relayTerminal {
             var pair: [Int32] = [-1, -1]
             let r = pair.withUnsafeMutableBufferPointer { cb_socketpair_seqpacket($0.baseAddress) }
-            if r < 0 { close(parentEnd); throw .sys("socketpair", -r) }
+            if r < 0 { throw .sys("socketpair", -r) }
             relayEnd = pair[0]
             consoleFd = try lift(pair[1])
             owned.append(consoleFd)
         } else if let path = consoleSocket {
             do { fd = try connectUnix(path) } catch {
-                close(parentEnd)
                 throw BerthError("--console-socket: \(error.message)")
             }
             consoleFd = try lift(fd)
@@ -154,7 +153,6 @@ struct Launcher {
         debug("nsexec container setup: spawning \(withFifo ? "init" : "the exec'd process") (\(plan.stageMode ? "a first child joins namespaces, then forks" : "one clone3"))")
         let child = withExtendedLifetime(cplan) { cb_spawn(&cplan.raw, &inCgroup) }
         if child < 0 {
-            close(parentEnd)
             // clone3 into a cgroup that takes no process (cgroup v2's "no internal
             // processes": its controllers are enabled for sub-cgroups): runc's words, which
             // its callers and tests match.
@@ -170,7 +168,6 @@ struct Launcher {
             if initPid > 0 { kill(initPid, SIGKILL) }
             reap(child)
             if initPid > 0 && initPid != child { reap(initPid) }
-            close(parentEnd)
             if relayEnd >= 0 { close(relayEnd) }
             return err
         }
@@ -257,7 +254,7 @@ struct Launcher {
             _ = cb_clear_onlcr(m)
             master = m
         }
-        return Launched(initPid: initPid, sync: parentEnd, master: master)
+        return Launched(initPid: initPid, sync: parentSync.release(), master: master)
     }
 
     /// One message per bind mount, in order: its source opened (O_PATH) as host root through

@@ -47,6 +47,19 @@ func retrying<T: SignedInteger>(_ body: () -> T) -> T {
     }
 }
 
+/// An open file descriptor with a single owner, closed when the owner goes out of scope,
+/// so that no error path has to remember to close it. `release()` hands it on instead.
+struct FileDescriptor: ~Copyable {
+    let raw: Int32
+    init(_ raw: Int32) { self.raw = raw }
+    consuming func release() -> Int32 {
+        let r = raw
+        discard self
+        return r
+    }
+    deinit { close(raw) }
+}
+
 enum FS {
     /// What readFile takes by default: a config or a state file is never larger.
     static let readLimit = 16 << 20
